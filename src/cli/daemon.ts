@@ -1,0 +1,90 @@
+// The daemon: containerd's Snapshots API on a unix socket, until SIGTERM or SIGINT.
+import { parseArgs } from 'node:util';
+import { createLogger, isLogLevel, LOG_LEVELS, type Logger } from '../log.js';
+import { Snapshotter } from '../snapshotter/snapshotter.js';
+import { SocketServer } from '../server/server.js';
+import { snapshotsHandlers } from '../server/service.js';
+import { DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEFAULT_ROOT, loadConfig } from './config.js';
+
+export const DAEMON_USAGE = `Usage: cvmfs-snapshotter [options]
+
+Serves containerd's snapshots API as the proxy plugin "cvmfs-snapshotter".
+
+Options:
+  --address SOCK     unix socket to serve on (default ${DEFAULT_ADDRESS})
+  --root DIR         where snapshots and metadata live (default ${DEFAULT_ROOT})
+  --config FILE      TOML config (default ${DEFAULT_CONFIG_PATH}, read when present)
+  --log-level LEVEL  ${LOG_LEVELS.join(', ')} (default info)
+  --version          print the version
+  --help             print this help
+`;
+
+export interface DaemonOptions {
+  address: string;
+  root: string;
+  configPath: string;
+  configRequired: boolean;
+  logLevel: string;
+}
+
+export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'version' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      address: { type: 'string' },
+      root: { type: 'string' },
+      config: { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) return 'help';
+  if (values.version) return 'version';
+  const logLevel = values['log-level'] ?? 'info';
+  if (!isLogLevel(logLevel)) throw new Error(`--log-level ${logLevel}: expected one of ${LOG_LEVELS.join(', ')}`);
+  return {
+    address: values.address ?? DEFAULT_ADDRESS,
+    root: values.root ?? DEFAULT_ROOT,
+    configPath: values.config ?? DEFAULT_CONFIG_PATH,
+    configRequired: values.config !== undefined,
+    logLevel,
+  };
+}
+
+export async function runDaemon(opts: DaemonOptions, version: string): Promise<number> {
+  if (!isLogLevel(opts.logLevel)) throw new Error(`bad log level ${opts.logLevel}`);
+  const log: Logger = createLogger(opts.logLevel);
+  const config = await loadConfig(opts.configPath, opts.configRequired);
+  log.info({ version, root: opts.root, config: opts.configPath, ...config }, 'starting');
+
+  const sn = await Snapshotter.open({ root: opts.root, log: log.child({ component: 'snapshotter' }) });
+  const server = new SocketServer(opts.address, log);
+  try {
+    await server.listen(snapshotsHandlers(sn, log.child({ component: 'grpc' })));
+  } catch (err) {
+    sn.close();
+    throw err;
+  }
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      stopping = true;
+      log.info({ signal }, 'stopping: no new calls; snapshots are kept');
+      void server.close().then(() => {
+        sn.close();
+        log.info('stopped');
+        resolve(0);
+      });
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}

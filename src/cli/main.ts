@@ -1,0 +1,39 @@
+// The command line: the daemon by default, or a subcommand.
+import { readFileSync } from 'node:fs';
+import { DAEMON_USAGE, parseDaemonArgs, runDaemon } from './daemon.js';
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+type Command = (args: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {};
+
+function usage(): string {
+  const cmds = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`).join('\n');
+  return cmds ? `${DAEMON_USAGE}\nCommands:\n${cmds}\n  (run "cvmfs-snapshotter COMMAND --help" for a command's options)\n` : DAEMON_USAGE;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const first = argv[0];
+  if (first !== undefined && !first.startsWith('-')) {
+    const cmd = COMMANDS[first];
+    if (!cmd) {
+      process.stderr.write(`cvmfs-snapshotter: unknown command "${first}"\n\n${usage()}`);
+      return 2;
+    }
+    return (await cmd.load())(argv.slice(1));
+  }
+  let opts;
+  try {
+    opts = parseDaemonArgs(argv);
+  } catch (err) {
+    process.stderr.write(`cvmfs-snapshotter: ${(err as Error).message}\n\n${usage()}`);
+    return 2;
+  }
+  if (opts === 'help') { process.stdout.write(usage()); return 0; }
+  if (opts === 'version') { process.stdout.write(`cvmfs-snapshotter ${version()}\n`); return 0; }
+  return runDaemon(opts, version());
+}

@@ -1,0 +1,49 @@
+// Typed errors, one class per containerd errdefs kind. The gRPC adapter maps them to status
+// codes in one place (src/server/status.ts); everything else only throws them.
+
+export type ErrorKind =
+  | 'NotFound'
+  | 'AlreadyExists'
+  | 'FailedPrecondition'
+  | 'InvalidArgument'
+  | 'Unavailable'
+  | 'Unimplemented'
+  | 'Internal';
+
+export class SnapshotterError extends Error {
+  readonly kind: ErrorKind;
+  constructor(kind: ErrorKind, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.kind = kind;
+    this.name = kind;
+  }
+}
+
+export class NotFound extends SnapshotterError {
+  constructor(message: string) { super('NotFound', message); }
+}
+export class AlreadyExists extends SnapshotterError {
+  constructor(message: string) { super('AlreadyExists', message); }
+}
+export class FailedPrecondition extends SnapshotterError {
+  constructor(message: string) { super('FailedPrecondition', message); }
+}
+export class InvalidArgument extends SnapshotterError {
+  constructor(message: string) { super('InvalidArgument', message); }
+}
+export class Unavailable extends SnapshotterError {
+  constructor(message: string, cause?: unknown) { super('Unavailable', message, { cause }); }
+}
+export class Unimplemented extends SnapshotterError {
+  constructor(message: string) { super('Unimplemented', message); }
+}
+
+export function isKind(err: unknown, kind: ErrorKind): boolean {
+  return err instanceof SnapshotterError && err.kind === kind;
+}
+
+/** The errno code of a Node system error (ENOENT, EBUSY, ...), or undefined. */
+export function errnoCode(err: unknown): string | undefined {
+  if (err && typeof err === 'object' && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}

@@ -1,0 +1,334 @@
+// The snapshotter core: containerd's snapshot semantics over overlayfs directories, with
+// metadata in SQLite and layers from the store served by RemoteLayers.
+//
+// Every public method does its checks and its metadata change in one transaction. The only
+// disk change inside a transaction is renaming a fully made directory into place; deletions
+// happen after the commit, so a crash leaves at worst an orphan directory, which startup and
+// Cleanup remove.
+import { mkdir, mkdtemp, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
+import { renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound } from '../errors.js';
+import type { Logger } from '../log.js';
+import { diskUsage } from '../sys/du.js';
+import { LAYER_DIGEST_LABEL, REMOTE_LABEL, validateLabels } from './labels.js';
+import { MetaStore } from './metastore.js';
+import { mounts } from './mounts.js';
+import { databasePath, idOfDirName, snapshotDir, snapshotsDir, upperPath, workPath } from './paths.js';
+import type { RemoteLayers } from './remote.js';
+import type { Info, Kind, Labels, Mount, SnapshotRecord, Usage } from './types.js';
+import { compileFilters } from './filters.js';
+
+export interface SnapshotterOptions {
+  root: string;
+  log: Logger;
+  remote?: RemoteLayers;
+  /** The clock, in microseconds since the epoch. */
+  nowUs?: () => number;
+}
+
+const MAX_KEY_BYTES = 4096;
+
+function wallClockUs(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
+
+export function validateKey(key: string, what = 'key'): string {
+  if (key === '') throw new InvalidArgument(`snapshot ${what} must not be empty`);
+  if (key.includes('\0')) throw new InvalidArgument(`snapshot ${what} ${JSON.stringify(key)} contains a NUL byte`);
+  if (Buffer.byteLength(key) > MAX_KEY_BYTES) {
+    throw new InvalidArgument(`snapshot ${what} "${key.slice(0, 64)}..." is longer than ${MAX_KEY_BYTES} bytes`);
+  }
+  return key;
+}
+
+function publicInfo(r: SnapshotRecord): Info {
+  return { name: r.name, parent: r.parent, kind: r.kind, createdUs: r.createdUs, updatedUs: r.updatedUs, labels: r.labels };
+}
+
+export class Snapshotter {
+  readonly root: string;
+  private readonly store: MetaStore;
+  private readonly log: Logger;
+  private readonly remote: RemoteLayers | undefined;
+  private readonly now: () => number;
+
+  private constructor(root: string, store: MetaStore, opts: SnapshotterOptions) {
+    this.root = root;
+    this.store = store;
+    this.log = opts.log;
+    this.remote = opts.remote;
+    this.now = opts.nowUs ?? wallClockUs;
+  }
+
+  /** Opens (or creates) the root and its database, and reconciles the disk with the records. */
+  static async open(opts: SnapshotterOptions): Promise<Snapshotter> {
+    await mkdir(opts.root, { recursive: true, mode: 0o700 });
+    await mkdir(snapshotsDir(opts.root), { recursive: true, mode: 0o700 });
+    const s = new Snapshotter(opts.root, new MetaStore(databasePath(opts.root)), opts);
+    const removed = await s.removeOrphans();
+    if (removed.length > 0) s.log.info({ removed }, 'removed snapshot directories that no record owns');
+    return s;
+  }
+
+  close(): void {
+    this.store.close();
+  }
+
+  stat(key: string): Info {
+    return publicInfo(this.mustGet(key));
+  }
+
+  async prepare(key: string, parent: string, labels: Labels): Promise<Mount[]> {
+    if (this.remote && labels[LAYER_DIGEST_LABEL] !== undefined) await this.tryRemote(key, parent, labels);
+    return this.create('active', key, parent, labels);
+  }
+
+  async view(key: string, parent: string, labels: Labels): Promise<Mount[]> {
+    return this.create('view', key, parent, labels);
+  }
+
+  async mounts(key: string): Promise<Mount[]> {
+    const rec = this.mustGet(key);
+    if (rec.kind === 'committed') {
+      throw new FailedPrecondition(`snapshot "${key}" is committed; only active snapshots and views have mounts`);
+    }
+    return this.mountsOf(rec);
+  }
+
+  async commit(name: string, key: string, labels: Labels): Promise<void> {
+    validateKey(name, 'name');
+    labels = validateLabels(labels, name);
+    const active = this.mustGet(key);
+    if (active.kind !== 'active') {
+      throw new FailedPrecondition(`snapshot "${key}" is not active (it is ${active.kind === 'view' ? 'a view' : 'committed'}); only active snapshots can be committed`);
+    }
+    // Measured before the transaction: nothing writes to a snapshot while it is being committed.
+    const usage = await diskUsage(upperPath(this.root, active.id));
+    this.store.tx(() => {
+      if (this.store.get(name)) throw new AlreadyExists(`snapshot "${name}" already exists`);
+      const again = this.store.get(key);
+      if (!again || again.id !== active.id || again.kind !== 'active') {
+        throw new NotFound(`snapshot "${key}" does not exist`);
+      }
+      this.store.commit(active.id, name, labels, usage.size, usage.inodes, this.now());
+    });
+    this.log.debug({ key, name, ...usage }, 'committed');
+  }
+
+  async remove(key: string): Promise<void> {
+    const rec = this.store.tx(() => {
+      const r = this.mustGet(key);
+      if (this.store.hasChildren(r.id)) {
+        throw new FailedPrecondition(`snapshot "${key}" has children; remove them first`);
+      }
+      this.store.delete(r.id);
+      return r;
+    });
+    const dir = snapshotDir(this.root, rec.id);
+    if (rec.remoteDigest !== null && this.remote) {
+      await this.remote.unmount(upperPath(this.root, rec.id), () => true);
+    }
+    await this.removeDir(dir);
+    if (rec.kind !== 'committed') await this.releaseUnusedLayers();
+  }
+
+  update(name: string, labels: Labels, fieldpaths: readonly string[]): Info {
+    for (const p of fieldpaths) {
+      if (p !== 'labels' && !p.startsWith('labels.')) {
+        throw new InvalidArgument(`cannot update field "${p}" of snapshot "${name}": only "labels" and "labels.<key>" can be updated`);
+      }
+    }
+    return this.store.tx(() => {
+      const rec = this.mustGet(name);
+      let next: Labels;
+      if (fieldpaths.length === 0 || fieldpaths.includes('labels')) {
+        next = { ...labels };
+      } else {
+        next = { ...rec.labels };
+      }
+      for (const p of fieldpaths) {
+        if (!p.startsWith('labels.')) continue;
+        const k = p.slice('labels.'.length);
+        if (Object.hasOwn(labels, k)) next[k] = labels[k] as string;
+        else delete next[k];
+      }
+      next = validateLabels(next, name);
+      const now = this.now();
+      this.store.setLabels(rec.id, next, now);
+      return { ...publicInfo(rec), labels: next, updatedUs: now };
+    });
+  }
+
+  list(filters: readonly string[]): Info[] {
+    const match = compileFilters(filters);
+    return this.store.all().map(publicInfo).filter(match);
+  }
+
+  async usage(key: string): Promise<Usage> {
+    const rec = this.mustGet(key);
+    if (rec.kind === 'active') return diskUsage(upperPath(this.root, rec.id));
+    if (rec.remoteDigest !== null && this.remote) return this.remote.usage(rec.remoteDigest);
+    return { size: rec.size ?? 0, inodes: rec.inodes ?? 0 };
+  }
+
+  /** Removes every directory under snapshots/ that no record owns. */
+  async cleanup(): Promise<string[]> {
+    return this.removeOrphans();
+  }
+
+  // ---- internals ----
+
+  private mustGet(key: string): SnapshotRecord {
+    const rec = this.store.get(key);
+    if (!rec) throw new NotFound(`snapshot "${key}" does not exist`);
+    return rec;
+  }
+
+  private checkParent(key: string, parent: string): SnapshotRecord | undefined {
+    if (parent === '') return undefined;
+    const p = this.store.get(parent);
+    if (!p) throw new NotFound(`parent snapshot "${parent}" of "${key}" does not exist`);
+    if (p.kind !== 'committed') {
+      throw new InvalidArgument(`parent snapshot "${parent}" of "${key}" is not committed (it is ${p.kind})`);
+    }
+    return p;
+  }
+
+  private async create(kind: Kind, key: string, parent: string, labels: Labels): Promise<Mount[]> {
+    validateKey(key);
+    if (parent !== '') validateKey(parent, 'parent');
+    labels = validateLabels(labels, key);
+    // Fail fast, before touching the disk; the transaction checks again.
+    if (this.store.get(key)) throw new AlreadyExists(`snapshot "${key}" already exists`);
+    const parentRec = this.checkParent(key, parent);
+    const tmp = await this.makeDirs(kind, parentRec);
+    let rec: SnapshotRecord;
+    try {
+      rec = this.store.tx(() => {
+        if (this.store.get(key)) throw new AlreadyExists(`snapshot "${key}" already exists`);
+        const p = this.checkParent(key, parent);
+        const id = this.store.insert({ key, kind, parentId: p?.id ?? null, nowUs: this.now(), labels });
+        renameSync(tmp, snapshotDir(this.root, id));
+        return this.store.getById(id) as SnapshotRecord;
+      });
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+    try {
+      return await this.mountsOf(rec);
+    } catch (err) {
+      // The snapshot is of no use if its layers cannot be mounted; do not leave it behind.
+      await this.remove(key).catch((e: unknown) => this.log.warn({ key, err: e }, 'could not undo a failed prepare'));
+      throw err;
+    }
+  }
+
+  /** Makes a new snapshot's directories under a temporary name. */
+  private async makeDirs(kind: Kind, parent: SnapshotRecord | undefined): Promise<string> {
+    const tmp = await mkdtemp(join(snapshotsDir(this.root), 'new-'));
+    try {
+      const fs = join(tmp, 'fs');
+      await mkdir(fs);
+      await chmod(fs, 0o755);
+      if (kind === 'active') await mkdir(join(tmp, 'work'), { mode: 0o711 });
+      // Like containerd: the new root directory belongs to whoever owns the parent's root.
+      if (parent && parent.remoteDigest === null) {
+        const st = await stat(upperPath(this.root, parent.id));
+        await lchown(fs, st.uid, st.gid);
+      }
+      return tmp;
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  private async mountsOf(rec: SnapshotRecord): Promise<Mount[]> {
+    const parents = rec.parentId === null ? [] : this.store.chain(rec.parentId);
+    if (this.remote) {
+      for (const p of parents) {
+        if (p.remoteDigest !== null) await this.remote.mount(p.remoteDigest, upperPath(this.root, p.id));
+      }
+    }
+    return mounts({
+      kind: rec.kind,
+      dir: upperPath(this.root, rec.id),
+      workDir: workPath(this.root, rec.id),
+      parentDirs: parents.map((p) => upperPath(this.root, p.id)),
+    });
+  }
+
+  /**
+   * containerd's remote snapshot protocol: when the layer is in the store, commit a snapshot
+   * under the target name that containerd gave, and answer AlreadyExists so that containerd
+   * does not download the layer. Otherwise return, and the caller prepares an ordinary snapshot.
+   */
+  private async tryRemote(key: string, parent: string, labels: Labels): Promise<void> {
+    const remote = this.remote as RemoteLayers;
+    const decision = await remote.decide(labels);
+    const log = this.log.child({ key, digest: decision.digest ?? labels[LAYER_DIGEST_LABEL] });
+    if (!decision.remote) {
+      log.info({ reason: decision.reason }, 'layer will be downloaded');
+      return;
+    }
+    validateKey(decision.target, 'target');
+    const remoteLabels: Labels = { ...validateLabels(labels, key), [REMOTE_LABEL]: decision.digest };
+    const made = await this.makeRemoteDir();
+    try {
+      this.store.tx(() => {
+        if (this.store.get(decision.target)) return;
+        const p = this.checkParent(key, parent);
+        const id = this.store.insert({
+          key: decision.target, kind: 'committed', parentId: p?.id ?? null, nowUs: this.now(), labels: remoteLabels, remoteDigest: decision.digest,
+        });
+        renameSync(made, snapshotDir(this.root, id));
+      });
+    } finally {
+      await rm(made, { recursive: true, force: true });
+    }
+    log.info({ target: decision.target }, 'layer served from the store');
+    throw new AlreadyExists(`target snapshot "${decision.target}" already exists`);
+  }
+
+  private async makeRemoteDir(): Promise<string> {
+    const tmp = await mkdtemp(join(snapshotsDir(this.root), 'new-'));
+    await mkdir(join(tmp, 'fs'), { mode: 0o755 });
+    return tmp;
+  }
+
+  /** Unmounts every layer that no active snapshot or view stands on any more. */
+  private async releaseUnusedLayers(): Promise<void> {
+    if (!this.remote) return;
+    const inUse = () => new Set(this.store.remoteInUse().map((r) => upperPath(this.root, r.id)));
+    const now = inUse();
+    for (const dir of this.remote.mounted()) {
+      if (!now.has(dir)) await this.remote.unmount(dir, () => !inUse().has(dir));
+    }
+  }
+
+  private async removeDir(dir: string): Promise<void> {
+    try {
+      await rm(dir, { recursive: true, force: true });
+    } catch (err) {
+      // Not fatal: the record is gone, so Cleanup or the next start removes the directory.
+      this.log.warn({ dir, err }, 'could not remove a snapshot directory');
+    }
+  }
+
+  private async removeOrphans(): Promise<string[]> {
+    const known = this.store.ids();
+    const mounted = new Set(this.remote?.mounted() ?? []);
+    const removed: string[] = [];
+    for (const name of await readdir(snapshotsDir(this.root))) {
+      const id = idOfDirName(name);
+      if (id !== null && known.has(id)) continue;
+      const dir = join(snapshotsDir(this.root), name);
+      if (mounted.has(join(dir, 'fs'))) continue;
+      await this.removeDir(dir);
+      removed.push(dir);
+    }
+    return removed;
+  }
+}
