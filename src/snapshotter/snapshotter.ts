@@ -114,6 +114,8 @@ export class Snapshotter {
       this.store.commit(active.id, name, labels, usage.size, usage.inodes, this.now());
     });
     this.log.debug({ key, name, ...usage }, 'committed');
+    // The active snapshot stood on its parents' layers; now nothing may.
+    await this.releaseUnusedLayers();
   }
 
   async remove(key: string): Promise<void> {
