@@ -1,0 +1,186 @@
+// `cvmfs-snapshotter ingest`: fill a layer store from a registry, the way DUCC fills
+// unpacked.cern.ch. On a terminal it draws one progress bar per layer; otherwise (CI, logs,
+// pipes) it prints one plain line per layer.
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { SnapshotterError } from '../errors.js';
+import { LayerStore } from '../layers/store.js';
+import { credentialsFromEnv, ingestImage, parsePlatform, type IngestEvent, type Platform } from '../layers/ingest/index.js';
+
+const USAGE = `Usage: cvmfs-snapshotter ingest --store DIR [--plain-http] [--platform OS/ARCH[/VARIANT]] IMAGE...
+
+Pulls each IMAGE from its registry and unpacks every layer into DIR in DUCC's layout
+(DIR/.layers/<xx>/<64 hex>/layerfs), keeping whiteouts as .wh. files. Layers already in the
+store are skipped. The manifest is recorded in DIR/.metadata/<registry>/<repository>:<tag>/.
+Run it as root: owners, device files and xattrs are restored exactly.
+
+Options:
+  --store DIR        the layer store (a CernVM-FS repository root, or a directory to publish)
+  --plain-http       talk http:// to the registry (e.g. 127.0.0.1:5000 without TLS)
+  --platform P       the manifest to take from a multi-platform image (default linux/amd64)
+  --jobs N           layers downloaded at once (default 3)
+  -h, --help         this text
+
+Environment: CVMFS_SNAPSHOTTER_REGISTRY_USER and CVMFS_SNAPSHOTTER_REGISTRY_PASSWORD log in to a
+registry that needs credentials; without them, anonymous tokens are used.
+`;
+
+export async function ingestCommand(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        store: { type: 'string' },
+        'plain-http': { type: 'boolean', default: false },
+        platform: { type: 'string' },
+        jobs: { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (err) {
+    return usageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (!values.store) return usageError('--store DIR is required');
+  if (positionals.length === 0) return usageError('name at least one IMAGE to ingest');
+  let platform: Platform | undefined;
+  let store: LayerStore;
+  let concurrency = 3;
+  try {
+    if (values.platform !== undefined) platform = parsePlatform(values.platform);
+    store = new LayerStore(path.resolve(values.store));
+    if (values.jobs !== undefined) {
+      concurrency = Number(values.jobs);
+      if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 32) return usageError(`--jobs ${values.jobs}: expected a whole number from 1 to 32`);
+    }
+  } catch (err) {
+    return usageError((err as Error).message);
+  }
+
+  const credentials = credentialsFromEnv();
+  let failed = 0;
+  for (const image of positionals) {
+    const view = process.stderr.isTTY ? new BarView() : new LineView();
+    const started = Date.now();
+    try {
+      const result = await ingestImage(image, {
+        store,
+        plainHttp: values['plain-http'],
+        concurrency,
+        ...(platform ? { platform } : {}),
+        ...(credentials ? { credentials } : {}),
+        onEvent: (e) => view.event(e),
+      });
+      view.stop();
+      const ingested = result.layers.filter((l) => l.status === 'ingested').length;
+      process.stdout.write(`${result.image}: ${result.layers.length} layers (${ingested} ingested, ${result.layers.length - ingested} already present) in ${formatMs(Date.now() - started)}; manifest ${result.manifestDigest}\n`);
+    } catch (err) {
+      view.stop();
+      failed++;
+      process.stderr.write(`error: ${image}: ${errorText(err)}\n`);
+    }
+  }
+  return failed === 0 ? 0 : 1;
+}
+
+function usageError(message: string): number {
+  process.stderr.write(`cvmfs-snapshotter ingest: ${message}\nRun 'cvmfs-snapshotter ingest --help' for usage.\n`);
+  return 2;
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof SnapshotterError || err instanceof Error) return err.message;
+  return String(err);
+}
+
+interface View {
+  event(e: IngestEvent): void;
+  stop(): void;
+}
+
+/** One line per event that matters: suitable for logs and pipes. */
+class LineView implements View {
+  event(e: IngestEvent): void {
+    switch (e.type) {
+      case 'resolved':
+        process.stdout.write(`${e.image}: manifest ${e.manifestDigest}${e.platform ? ` (${e.platform})` : ''}, ${e.layers.length} layers\n`);
+        break;
+      case 'layer-done':
+        process.stdout.write(`${e.digest} ${formatBytes(e.size)} ${e.status} ${formatMs(e.ms)}\n`);
+        break;
+      case 'layer-failed':
+        process.stdout.write(`${e.digest} ${formatBytes(e.size)} FAILED ${formatMs(e.ms)}: ${e.error.message}\n`);
+        break;
+      default:
+        break;
+    }
+  }
+  stop(): void {}
+}
+
+/** A bar per layer on the terminal, redrawn in place. */
+class BarView implements View {
+  private readonly multi = new cliProgress.MultiBar({
+    format: (_opts, params, payload: { name: string; status: string }) => {
+      const width = 20;
+      const filled = Math.round(params.progress * width);
+      const bar = '█'.repeat(filled) + '░'.repeat(width - filled);
+      return `${payload.name} ${bar} ${formatBytes(params.value).padStart(9)} / ${formatBytes(params.total).padEnd(9)} ${payload.status}`;
+    },
+    hideCursor: true,
+    clearOnComplete: false,
+    stopOnComplete: false,
+  });
+  private readonly bars = new Map<string, cliProgress.SingleBar>();
+
+  event(e: IngestEvent): void {
+    switch (e.type) {
+      case 'resolved':
+        this.multi.log(`${e.image}: manifest ${e.manifestDigest}${e.platform ? ` (${e.platform})` : ''}, ${e.layers.length} layers\n`);
+        for (const l of e.layers) this.bars.set(l.digest, this.multi.create(Math.max(l.size, 1), 0, { name: short(l.digest), status: 'waiting' }));
+        break;
+      case 'layer-start':
+        this.bars.get(e.digest)?.update({ status: 'checking' });
+        break;
+      case 'layer-progress':
+        this.bars.get(e.digest)?.update(e.bytes, { status: 'unpacking' });
+        break;
+      case 'layer-done':
+        this.bars.get(e.digest)?.update(Math.max(e.size, 1), { status: `${e.status} ${formatMs(e.ms)}` });
+        break;
+      case 'layer-failed':
+        this.bars.get(e.digest)?.update({ status: `FAILED: ${e.error.message.slice(0, 60)}` });
+        break;
+    }
+  }
+  stop(): void {
+    this.multi.stop();
+  }
+}
+
+function short(digest: string): string {
+  return digest.slice(0, 'sha256:'.length + 12);
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+export function formatMs(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}

@@ -1,0 +1,243 @@
+// `cvmfs-snapshotter pull`: a lazy pull without Kubernetes. It asks containerd's CRI
+// ImageService to pull, because only CRI pulls carry the labels (snapshot.ref, cri.layer-digest)
+// that let the snapshotter answer "already exists" for layers in the store; `ctr pull` sends none.
+// Before pulling it checks that containerd is there and that its CRI is set up for this
+// snapshotter, and says exactly what to change when it is not.
+import { stat } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { errnoCode } from '../errors.js';
+import { exec } from '../sys/exec.js';
+import { parseManifest, type ImageManifest } from '../layers/ingest/manifest.js';
+import { selectManifest, type Platform } from '../layers/ingest/platform.js';
+import { DEFAULT_ADDRESS } from './config.js';
+import { formatMs } from './ingest.js';
+import { CriClient, GRPC, isServiceError } from './pull-cri.js';
+
+export const DEFAULT_CONTAINERD_SOCKET = '/run/containerd/containerd.sock';
+const SNAPSHOTTER = 'cvmfs-snapshotter';
+
+const USAGE = `Usage: cvmfs-snapshotter pull [--containerd SOCK] [--verbose] [--force] IMAGE
+
+Pulls IMAGE through containerd's CRI image service, so that containerd passes each layer's
+digest to the ${SNAPSHOTTER} snapshotter and layers found in the layer store are not downloaded.
+The image lands in containerd's "k8s.io" namespace, where Kubernetes and
+'ctr -n k8s.io run --snapshotter ${SNAPSHOTTER}' find it.
+
+Options:
+  --containerd SOCK  containerd's socket (default ${DEFAULT_CONTAINERD_SOCKET})
+  --verbose, -v      afterwards, list which layers containerd downloaded and which stayed lazy
+  --force            pull even if containerd's CRI is not set up for ${SNAPSHOTTER}
+  -h, --help         this text
+`;
+
+export function criSettingsText(): string {
+  return `containerd's CRI must use this snapshotter and pass it the layer annotations. In
+/etc/containerd/config.toml (containerd 1.6/1.7, config version 2):
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "${SNAPSHOTTER}"
+    disable_snapshot_annotations = false
+
+  [proxy_plugins.${SNAPSHOTTER}]
+    type = "snapshot"
+    address = "${DEFAULT_ADDRESS}"
+
+"cri" must not be listed in disabled_plugins. disable_snapshot_annotations placed directly under
+[plugins."io.containerd.grpc.v1.cri"] is ignored. Restart containerd afterwards; its start-up log
+shows the value in force ("DisableSnapshotAnnotations:false").
+`;
+}
+
+export async function pullCommand(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        containerd: { type: 'string', default: DEFAULT_CONTAINERD_SOCKET },
+        verbose: { type: 'boolean', short: 'v', default: false },
+        force: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (err) {
+    return usageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (positionals.length !== 1) return usageError(positionals.length === 0 ? 'name the IMAGE to pull' : 'pull takes exactly one IMAGE');
+  const image = positionals[0] as string;
+  const socket = values.containerd;
+
+  const problem = await socketProblem(socket);
+  if (problem) return fail(problem);
+
+  const cri = new CriClient(socket);
+  try {
+    try {
+      await cri.version();
+    } catch (err) {
+      return fail(unreachable(err, socket), isServiceError(err) && err.code === GRPC.UNIMPLEMENTED ? 3 : 1);
+    }
+
+    const setup = await criSetup(cri);
+    if (setup.ok === false) {
+      if (!values.force) {
+        process.stderr.write(`error: ${setup.problem}\n\n${criSettingsText()}\n(--force pulls anyway, downloading every layer.)\n`);
+        return 3;
+      }
+      process.stderr.write(`warning: ${setup.problem}; pulling anyway because of --force\n`);
+    } else if (setup.ok === undefined) {
+      process.stderr.write(`warning: ${setup.problem}; make sure containerd is set up as follows.\n${criSettingsText()}`);
+    }
+
+    const started = performance.now();
+    let imageRef: string;
+    try {
+      imageRef = await cri.pullImage(image);
+    } catch (err) {
+      return fail(pullFailure(err, image));
+    }
+    const ms = performance.now() - started;
+    process.stdout.write(`${image} pulled in ${formatMs(ms)} (${imageRef})\n`);
+
+    if (values.verbose) await reportLaziness(cri, socket, image);
+    return 0;
+  } finally {
+    cri.close();
+  }
+}
+
+function usageError(message: string): number {
+  process.stderr.write(`cvmfs-snapshotter pull: ${message}\nRun 'cvmfs-snapshotter pull --help' for usage.\n`);
+  return 2;
+}
+
+function fail(message: string, code = 1): number {
+  process.stderr.write(`error: ${message}\n`);
+  return code;
+}
+
+// gRPC's own message for a missing socket is a retry loop's "No connection established"; the
+// file system says it better and at once.
+async function socketProblem(socket: string): Promise<string | undefined> {
+  try {
+    const st = await stat(socket);
+    if (!st.isSocket()) return `${socket} is not a socket; pass containerd's socket with --containerd SOCK`;
+    return undefined;
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ENOENT') return `cannot reach containerd: there is no socket at ${socket}. Is containerd running? If it listens elsewhere, pass --containerd SOCK`;
+    if (code === 'EACCES') return `cannot reach containerd: permission denied on ${socket}; run as root`;
+    return `cannot reach containerd at ${socket}: ${(err as Error).message}`;
+  }
+}
+
+function unreachable(err: unknown, socket: string): string {
+  if (!isServiceError(err)) return `cannot reach containerd at ${socket}: ${String(err)}`;
+  switch (err.code) {
+    case GRPC.UNIMPLEMENTED:
+      return `containerd at ${socket} does not serve the CRI API (runtime.v1): its "cri" plugin is disabled or failed to start (see containerd's log).\n\n${criSettingsText()}`;
+    case GRPC.UNAVAILABLE:
+      return `cannot reach containerd at ${socket}: ${/ECONNREFUSED/.test(err.details) ? 'connection refused; the socket is there but nothing listens on it (containerd stopped?)' : err.details}`;
+    case GRPC.DEADLINE_EXCEEDED:
+      return `containerd at ${socket} did not answer within 5 s`;
+    default:
+      return `containerd at ${socket} answered ${GRPC[err.code] ?? err.code}: ${err.details}`;
+  }
+}
+
+type Setup = { ok: true } | { ok: false; problem: string } | { ok: undefined; problem: string };
+
+/** Reads the CRI configuration in force from Status(verbose), where containerd publishes it as JSON. */
+async function criSetup(cri: CriClient): Promise<Setup> {
+  let config: unknown;
+  try {
+    const st = await cri.status(true);
+    const text = st.info.config;
+    if (!text) return { ok: undefined, problem: 'containerd did not report its CRI configuration' };
+    config = JSON.parse(text);
+  } catch (err) {
+    return { ok: undefined, problem: `cannot read containerd's CRI configuration: ${isServiceError(err) ? err.details : String(err)}` };
+  }
+  return checkCriConfig(config);
+}
+
+/** Judges the CRI config JSON that containerd reports in Status(verbose).info.config. */
+export function checkCriConfig(config: unknown): Setup {
+  const c = typeof config === 'object' && config !== null && 'containerd' in config ? config.containerd : undefined;
+  if (typeof c !== 'object' || c === null) return { ok: undefined, problem: 'containerd reported a CRI configuration without a "containerd" section' };
+  const snapshotter = 'snapshotter' in c ? c.snapshotter : undefined;
+  const disabled = 'disableSnapshotAnnotations' in c ? c.disableSnapshotAnnotations : undefined;
+  const problems: string[] = [];
+  if (snapshotter !== SNAPSHOTTER) problems.push(`its snapshotter is ${JSON.stringify(snapshotter ?? '')}, not "${SNAPSHOTTER}"`);
+  if (disabled !== false) problems.push('disable_snapshot_annotations is not false, so layer digests never reach the snapshotter');
+  if (problems.length === 0) return { ok: true };
+  return { ok: false, problem: `containerd's CRI is not configured for ${SNAPSHOTTER}: ${problems.join('; ')}` };
+}
+
+function pullFailure(err: unknown, image: string): string {
+  if (!isServiceError(err)) return `pulling ${image} failed: ${String(err)}`;
+  const d = err.details;
+  // containerd reaches the snapshotter through its proxy plugin; when the daemon is down every
+  // Prepare fails with the dial error of that socket.
+  if (/snapshot/i.test(d) && /(connection refused|no such file|connection error|Unavailable)/i.test(d)) {
+    return `containerd could not reach the ${SNAPSHOTTER} daemon while pulling ${image}: ${d}\nIs the daemon running, and does [proxy_plugins.${SNAPSHOTTER}] address name its socket?`;
+  }
+  if (/snapshotter .*not (found|loaded)|failed to find snapshotter/i.test(d)) {
+    return `pulling ${image} failed: ${d}\n\n${criSettingsText()}`;
+  }
+  if (err.code === GRPC.NOT_FOUND || /not found/i.test(d)) return `${image} was not found: ${d}`;
+  return `pulling ${image} failed (${GRPC[err.code] ?? err.code}): ${d}`;
+}
+
+// Layers that stayed lazy are not in containerd's content store; downloaded ones are. Read
+// through ctr because the content service is not part of CRI.
+async function reportLaziness(cri: CriClient, socket: string, image: string): Promise<void> {
+  const ctr = (args: string[]) => exec('ctr', ['--address', socket, '--namespace', 'k8s.io', ...args], { timeoutMs: 30_000 });
+  try {
+    const img = await cri.imageStatus(image);
+    const top = img?.repo_digests[0]?.split('@')[1];
+    if (!top) {
+      process.stdout.write('  (containerd reports no manifest digest for the image; cannot tell which layers were downloaded)\n');
+      return;
+    }
+    const manifest = await manifestFromContent(ctr, top);
+    const listed = await ctr(['content', 'ls', '--quiet']);
+    if (listed.code !== 0) throw new Error(`ctr content ls: ${listed.stderr.trim()}`);
+    const present = new Set(listed.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
+    let lazy = 0;
+    for (const layer of manifest.layers) {
+      const downloaded = present.has(layer.digest);
+      if (!downloaded) lazy++;
+      process.stdout.write(`  ${layer.digest} ${downloaded ? 'downloaded' : 'lazy (not in containerd\'s content store)'}\n`);
+    }
+    process.stdout.write(`  ${lazy} of ${manifest.layers.length} layers lazy\n`);
+  } catch (err) {
+    process.stdout.write(`  (cannot tell which layers were downloaded: ${(err as Error).message})\n`);
+  }
+}
+
+type Ctr = (args: string[]) => ReturnType<typeof exec>;
+
+async function manifestFromContent(ctr: Ctr, digest: string): Promise<ImageManifest> {
+  const get = async (d: string): Promise<Buffer> => {
+    const r = await ctr(['content', 'get', d]);
+    if (r.code !== 0) throw new Error(`ctr content get ${d}: ${r.stderr.trim()}`);
+    return Buffer.from(r.stdout, 'utf8');
+  };
+  const doc = parseManifest(await get(digest), null);
+  if (doc.kind === 'manifest') return doc;
+  const inner = parseManifest(await get(selectManifest(doc.manifests, hostPlatform()).digest), null);
+  if (inner.kind !== 'manifest') throw new Error('nested image index');
+  return inner;
+}
+
+function hostPlatform(): Platform {
+  const arch: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
+  return { os: 'linux', architecture: arch[process.arch] ?? process.arch };
+}
