@@ -9,7 +9,16 @@ export function version(): string {
 
 type Command = (args: string[]) => Promise<number>;
 
-const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {};
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  ingest: {
+    summary: 'copy images from a registry into a layer store, in DUCC\'s layout',
+    load: async () => (await import('./ingest.js')).ingestCommand,
+  },
+  pull: {
+    summary: 'pull an image lazily through containerd\'s CRI',
+    load: async () => (await import('./pull.js')).pullCommand,
+  },
+};
 
 function usage(): string {
   const cmds = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`).join('\n');

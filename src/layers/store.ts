@@ -5,7 +5,7 @@ import { lstat } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode, InvalidArgument } from '../errors.js';
 import { digestHex, parseDigest, type LayerDigest } from './digest.js';
-import { diskUsage, type DiskUsage } from './usage.js';
+import { diskUsage, type DiskUsage } from '../sys/du.js';
 
 export const LAYERS_DIR = '.layers';
 export const LAYERFS_DIR = 'layerfs';

@@ -1,25 +1,48 @@
-// Disk usage of a directory tree the way containerd counts it (fs.DiskUsage): allocated
-// blocks, and each inode once however many hard links reach it. Never follows symlinks.
-import { lstat, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+// A du-like walk for Usage. It never follows symlinks (lstat only) and counts each inode once,
+// the way containerd's continuity fs.DiskUsage does, so a remote snapshot reports the same kind
+// of number as an overlayfs one.
+import { lstat, opendir } from 'node:fs/promises';
+import path from 'node:path';
 
 export interface DiskUsage {
+  /** Bytes allocated on disk (st_blocks * 512), summed over distinct inodes. */
   size: number;
+  /** Sum of st_size over distinct inodes: what the files hold. */
+  apparentSize: number;
+  /** Distinct inodes, the root directory included. */
   inodes: number;
 }
 
-export async function diskUsage(dir: string): Promise<DiskUsage> {
+// Stat this many directory entries at once: enough to hide latency on a network file system
+// without opening thousands of requests for one huge directory.
+const STAT_BATCH = 64;
+
+export async function diskUsage(root: string): Promise<DiskUsage> {
   const seen = new Set<string>();
-  let size = 0;
-  const walk = async (path: string): Promise<void> => {
-    const st = await lstat(path);
-    const id = `${st.dev}:${st.ino}`;
-    if (seen.has(id)) return;
-    seen.add(id);
-    size += st.blocks * 512;
-    if (!st.isDirectory()) return;
-    for (const name of await readdir(path)) await walk(join(path, name));
+  const total: DiskUsage = { size: 0, apparentSize: 0, inodes: 0 };
+  const pending: string[] = [root];
+
+  const account = async (p: string): Promise<boolean> => {
+    const st = await lstat(p, { bigint: true });
+    const key = `${st.dev}:${st.ino}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    total.inodes++;
+    total.size += Number(st.blocks) * 512;
+    total.apparentSize += Number(st.size);
+    return st.isDirectory();
   };
-  await walk(dir);
-  return { size, inodes: seen.size };
+
+  if (!(await account(root))) return total;
+  while (pending.length > 0) {
+    const dir = pending.pop() as string;
+    const names: string[] = [];
+    for await (const entry of await opendir(dir)) names.push(entry.name);
+    for (let i = 0; i < names.length; i += STAT_BATCH) {
+      const batch = names.slice(i, i + STAT_BATCH).map((n) => path.join(dir, n));
+      const isDir = await Promise.all(batch.map(account));
+      batch.forEach((p, j) => { if (isDir[j]) pending.push(p); });
+    }
+  }
+  return total;
 }
