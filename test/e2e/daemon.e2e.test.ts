@@ -92,6 +92,18 @@ describe('daemon end to end (containerd + runc + registry)', () => {
     await ctd.ctr(['snapshots', ...SN, 'rm', 'e2e-active']);
   });
 
+  test('a SIGTERM restart deletes nothing', async (t) => {
+    const before = await snapshots();
+    const dirsBefore = (await snapshotDirs()).sort();
+    assert.ok(dirsBefore.length >= image.layers.length);
+    await daemon.restart(); // SIGTERM; stop() fails the test if the daemon does not exit cleanly
+    t.diagnostic(`daemon restart until its socket accepted: ${daemon.startupMs} ms`);
+    await waitUntil(async () => (await ctd.ctrResult(['snapshots', ...SN, 'ls'])).code === 0,
+      { what: 'containerd to reach the restarted daemon', timeoutMs: 15_000, intervalMs: 50 });
+    assert.deepEqual(await snapshots(), before);
+    assert.deepEqual((await snapshotDirs()).sort(), dirsBefore);
+  });
+
   test('removing the image lets the garbage collector remove its snapshots and directories', async (t) => {
     assert.ok((await snapshotDirs()).length > 0, 'the daemon has snapshot directories before');
     const t0 = Date.now();

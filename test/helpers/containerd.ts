@@ -103,6 +103,7 @@ export async function startContainerd(scope: Scope, opts: ContainerdOptions = {}
   const ready = async (): Promise<boolean> => (await canConnect(paths.socket)) && (await ctrResult(['version'], { timeoutMs: 5_000 })).code === 0;
   await waitUntil(ready, { what: `${name} at ${paths.socket}`, process: proc, timeoutMs: 30_000, intervalMs: 50 });
   const startupMs = Date.now() - t0;
+  if (opts.criEnabled) await checkCriConfig(proc, opts.criSnapshotter ?? (opts.snapshotterSocket !== undefined ? PROXY_SNAPSHOTTER : 'overlayfs'));
 
   const lines = async (args: readonly string[], namespace?: string): Promise<string[]> => {
     const r = await ctrResult(args, { namespace, timeoutMs: 30_000 });
@@ -141,4 +142,17 @@ export async function startContainerd(scope: Scope, opts: ContainerdOptions = {}
     drain,
     stop,
   };
+}
+
+/**
+ * CRI logs the config really in force; a setting in the wrong table is silently ignored (NOTES:
+ * disable_snapshot_annotations one level too high), so check what CRI says it uses.
+ */
+async function checkCriConfig(proc: ManagedProcess, snapshotter: string): Promise<void> {
+  const line = (): string | undefined => proc.log().split('\n').find((l) => l.includes('Start cri plugin with config'));
+  await waitUntil(() => line() !== undefined, { what: 'CRI to log its config', process: proc, timeoutMs: 10_000 });
+  const l = line() ?? '';
+  for (const want of ['DisableSnapshotAnnotations:false', `Snapshotter:${snapshotter} `]) {
+    if (!l.includes(want)) throw new Error(`CRI is not configured as asked: no ${want.trim()} in: ${l.slice(0, 2000)}`);
+  }
 }

@@ -1,5 +1,6 @@
 // Builds a small OCI image offline with umoci, one layer per builder, and pushes it with skopeo
 // to a private registry.
+import { createHash } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execOk } from '../../src/sys/exec.js';
@@ -51,6 +52,8 @@ export interface BuiltImage {
   configDigest: string;
   /** Bottom layer first. */
   layers: LayerInfo[];
+  /** containerd's name for the committed snapshot of each layer (bottom first); the last is the image's top. */
+  chainIds: string[];
   /** The OCI layout the image was built in (blobs/sha256/<hex> are the layer blobs). */
   layout: string;
 }
@@ -64,6 +67,16 @@ async function tarDirectory(dir: string, out: string): Promise<void> {
   // Entries by name, not ".", so the layer carries no entry for the image's root directory.
   const args = ['--create', '--file', out, '--format=pax', '--numeric-owner', '--xattrs', '--xattrs-include=*', '--sort=name', '-C', dir];
   await execOk('tar', entries.length > 0 ? [...args, '--', ...entries] : [...args, '--files-from', '/dev/null']);
+}
+
+/** OCI chain IDs: chain(0) = diffId(0); chain(n) = sha256(chain(n-1) + " " + diffId(n)). */
+export function chainIds(diffIds: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const d of diffIds) {
+    const prev = out[out.length - 1];
+    out.push(prev === undefined ? d : `sha256:${createHash('sha256').update(`${prev} ${d}`).digest('hex')}`);
+  }
+  return out;
 }
 
 let imageCounter = 0;
@@ -112,5 +125,5 @@ export async function buildImage(scope: Scope, opts: BuildImageOptions): Promise
   const ref = `${opts.registry.host}/${opts.name}:${tag}`;
   await execOk('skopeo', ['copy', '--quiet', '--insecure-policy', '--dest-tls-verify=false', `oci:${layout}:${tag}`, `docker://${ref}`], { timeoutMs: 120_000 });
   const built = await readLayoutImage(layout, tag);
-  return { ref, name: opts.name, tag, manifestDigest: built.manifest.digest, configDigest: built.config.digest, layers: built.layers, layout };
+  return { ref, name: opts.name, tag, manifestDigest: built.manifest.digest, configDigest: built.config.digest, layers: built.layers, chainIds: chainIds(built.layers.map((l) => l.diffId)), layout };
 }
