@@ -64,6 +64,7 @@ describe('daemon end to end (containerd + runc + registry)', () => {
   });
 
   test('after SIGKILL and a restart the daemon lists every snapshot and runs a new container', async (t) => {
+    await ctd.gc(); // the containers of the previous test are gone from the daemon too
     const rows = await snapshots();
     const parents = new Set(rows.map((r) => r.parent));
     const top = rows.find((r) => r.kind === 'Committed' && !parents.has(r.key));
@@ -93,6 +94,7 @@ describe('daemon end to end (containerd + runc + registry)', () => {
   });
 
   test('a SIGTERM restart deletes nothing', async (t) => {
+    await ctd.gc(); // settle removals of the previous test, which GC would otherwise do at any moment
     const before = await snapshots();
     const dirsBefore = (await snapshotDirs()).sort();
     assert.ok(dirsBefore.length >= image.layers.length);

@@ -46,6 +46,12 @@ export interface Containerd {
   ctr(args: readonly string[], opts?: CtrOptions): Promise<string>;
   /** Like ctr, but returns the result whatever the exit code. */
   ctrResult(args: readonly string[], opts?: CtrOptions): Promise<ExecResult>;
+  /**
+   * Runs containerd's garbage collector now and waits for it, snapshotter removals included
+   * (by deleting a fresh lease with --sync). Otherwise GC runs on its own schedule, about a
+   * second after something was deleted.
+   */
+  gc(namespace?: string): Promise<void>;
   /** Kills and deletes every task and container in every namespace (best effort). */
   drain(): Promise<void>;
   /** drain(), then SIGTERM (SIGKILL after a grace period). */
@@ -120,6 +126,12 @@ export async function startContainerd(scope: Scope, opts: ContainerdOptions = {}
       }
     }
   };
+  let leaseCounter = 0;
+  const gc = async (namespace?: string): Promise<void> => {
+    const id = `test-gc-${process.pid}-${++leaseCounter}`;
+    await ctr(['leases', 'create', '--id', id], { namespace });
+    await ctr(['leases', 'delete', '--sync', id], { namespace });
+  };
   const stop = async (): Promise<void> => {
     await drain();
     const s = await proc.stop(10_000);
@@ -139,6 +151,7 @@ export async function startContainerd(scope: Scope, opts: ContainerdOptions = {}
     pullFlags: ['--hosts-dir', paths.hostsDir],
     ctr,
     ctrResult,
+    gc,
     drain,
     stop,
   };
