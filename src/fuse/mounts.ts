@@ -1,0 +1,367 @@
+// The mount lifecycle of layer filesystems: the one place that mounts and unmounts them.
+// The snapshotter sees only the LayerMounter interface; how a layer is served stays here.
+import fs from 'node:fs';
+import path from 'node:path';
+import { SnapshotterError, FailedPrecondition, NotFound } from '../errors.js';
+import type { Logger } from '../log.js';
+import { MetadataCache, type CacheStats } from '../cache/index.js';
+import { loadFuse, type FuseInstance } from './fuse-native.js';
+import { LayerTree, type LayerCache } from './layer-tree.js';
+import { DEFAULT_TUNING, layerFuseOps, layerMountOptions, type LayerFsTuning } from './layerfs.js';
+import { fuseMountsUnder, isFuseType, overlaysUsing, readMountInfo, type MountInfo } from './mountinfo.js';
+import { kernelUnmount, probeMount, type UnmountOutcome } from './unmount.js';
+
+export type { UnmountOutcome } from './unmount.js';
+
+export interface MountFailure {
+  readonly mountpoint: string;
+  readonly error: string;
+}
+
+export interface ReconcileReport {
+  /** Mounts of this process that are wanted and stay. */
+  readonly kept: string[];
+  /** Unwanted mounts removed, normally or lazily. */
+  readonly unmounted: string[];
+  /** Of those and of the wanted ones, those whose server was gone (ENOTCONN) or hung. */
+  readonly staleCleared: string[];
+  /** Wanted mountpoints that are not mounted now: the caller mounts them. */
+  readonly missing: string[];
+  readonly failed: MountFailure[];
+}
+
+export interface CloseReport {
+  readonly unmounted: string[];
+  /** Busy at shutdown: detached, and freed by the kernel when the last user goes. */
+  readonly lazilyUnmounted: string[];
+  readonly failed: MountFailure[];
+}
+
+export interface MounterCounters {
+  mounts: number;
+  /** Unmounts of any mount, ours or stale, that completed normally. */
+  unmounts: number;
+  lazyUnmounts: number;
+  staleCleared: number;
+  failedUnmounts: number;
+  /** Mounts this process serves now. */
+  active: number;
+}
+
+export interface LayerMounter {
+  /**
+   * Serves layerDir read-only at mountpoint (created if needed). Idempotent for the same layer;
+   * a stale mount in the way is cleared first; a live foreign one is a FailedPrecondition.
+   */
+  mount(layerDir: string, mountpoint: string, log?: Logger): Promise<void>;
+  /** Unmounts, lazily if busy; 'not-mounted' when nothing was there. Throws if even that fails. */
+  unmount(mountpoint: string): Promise<UnmountOutcome | 'not-mounted'>;
+  /** Whether this process serves a layer at mountpoint. */
+  isMounted(mountpoint: string): boolean;
+  /** The mountpoints this process serves, canonical. */
+  mountpoints(): string[];
+  /** Makes the FUSE mounts under prefix be exactly the wanted ones this process serves. */
+  reconcile(prefix: string, keep: ReadonlySet<string>): Promise<ReconcileReport>;
+  /** Unmounts everything this process mounted. */
+  close(): Promise<CloseReport>;
+  counters(): MounterCounters;
+  cacheStats(): CacheStats;
+}
+
+export interface FuseLayerMounterOptions {
+  log: Logger;
+  /** Bound of the metadata cache shared by all layers (entries, positive and negative). */
+  cacheEntries?: number;
+  /** A cache to share instead; cacheEntries is then ignored. */
+  cache?: LayerCache;
+  tuning?: Partial<LayerFsTuning>;
+  /** How long a liveness probe of a foreign mount may take before it counts as hung. */
+  probeTimeoutMs?: number;
+  /** How long the kernel may take to send FUSE_INIT after the mount syscall. */
+  mountTimeoutMs?: number;
+}
+
+export const DEFAULT_CACHE_ENTRIES = 200_000;
+
+interface Served {
+  readonly mountpoint: string;
+  readonly layerDir: string;
+  readonly fuse: FuseInstance;
+  readonly tree: LayerTree;
+  readonly log: Logger;
+}
+
+export class FuseLayerMounter implements LayerMounter {
+  private readonly log: Logger;
+  private readonly cache: LayerCache;
+  private readonly tuning: LayerFsTuning;
+  private readonly probeTimeoutMs: number;
+  private readonly mountTimeoutMs: number;
+  /** Keyed by canonical mountpoint. */
+  private readonly served = new Map<string, Served>();
+  /** Requested (resolved) path → canonical path, so callers may use either. */
+  private readonly aliases = new Map<string, string>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly count = { mounts: 0, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0 };
+  private seq = 0;
+
+  constructor(opts: FuseLayerMounterOptions) {
+    this.log = opts.log;
+    this.cache = opts.cache ?? new MetadataCache({ maxEntries: opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES });
+    this.tuning = { ...DEFAULT_TUNING, ...opts.tuning };
+    this.probeTimeoutMs = opts.probeTimeoutMs ?? 2000;
+    this.mountTimeoutMs = opts.mountTimeoutMs ?? 10_000;
+  }
+
+  async mount(layerDir: string, mountpoint: string, log?: Logger): Promise<void> {
+    const root = await canonicalLayerDir(layerDir);
+    await fs.promises.mkdir(path.dirname(path.resolve(mountpoint)), { recursive: true });
+    const mp = await canonicalMountpoint(mountpoint);
+    this.aliases.set(path.resolve(mountpoint), mp);
+    await this.locked(mp, () => this.mountLocked(root, mp, (log ?? this.log).child({ mountpoint: mp, layer: root })));
+  }
+
+  async unmount(mountpoint: string): Promise<UnmountOutcome | 'not-mounted'> {
+    const mp = this.aliases.get(path.resolve(mountpoint)) ?? await canonicalMountpoint(mountpoint);
+    return this.locked(mp, () => this.unmountLocked(mp));
+  }
+
+  isMounted(mountpoint: string): boolean {
+    const r = path.resolve(mountpoint);
+    return this.served.has(this.aliases.get(r) ?? r);
+  }
+
+  mountpoints(): string[] {
+    return [...this.served.keys()];
+  }
+
+  async reconcile(prefix: string, keep: ReadonlySet<string>): Promise<ReconcileReport> {
+    const root = await canonicalMountpoint(prefix);
+    const wanted = new Set<string>();
+    for (const k of keep) wanted.add(this.aliases.get(path.resolve(k)) ?? await canonicalMountpoint(k));
+    const report: ReconcileReport = { kept: [], unmounted: [], staleCleared: [], missing: [], failed: [] };
+
+    const present = fuseMountsUnder(await readMountInfo(), root);
+    const presentPoints = new Set(present.map((m) => m.mountPoint));
+    // Ours but gone from the kernel (someone ran umount): release our side.
+    for (const [mp, s] of this.served) {
+      if ((mp === root || mp.startsWith(root + '/')) && !presentPoints.has(mp)) await this.release(s, 'unmounted');
+    }
+
+    for (const m of present) {
+      const mp = m.mountPoint;
+      await this.locked(mp, async () => {
+        const ours = this.served.has(mp);
+        if (ours && wanted.has(mp)) {
+          report.kept.push(mp);
+          return;
+        }
+        // Not ours: left by an earlier daemon (dead after SIGKILL) or by someone else.
+        const health = ours ? undefined : await probeMount(mp, this.probeTimeoutMs);
+        const stale = health !== undefined && health.health !== 'alive';
+        try {
+          await this.unmountLocked(mp);
+          if (stale) {
+            this.count.staleCleared++;
+            report.staleCleared.push(mp);
+            this.log.info({ mountpoint: mp, health: health.health, detail: health.detail }, 'cleared stale FUSE mount');
+          }
+          if (!wanted.has(mp)) report.unmounted.push(mp);
+        } catch (err) {
+          report.failed.push({ mountpoint: mp, error: errorText(err) });
+        }
+      });
+    }
+    for (const mp of wanted) if (!this.served.has(mp)) report.missing.push(mp);
+    this.log.info({ prefix: root, ...summarize(report) }, 'reconciled FUSE mounts');
+    return report;
+  }
+
+  async close(): Promise<CloseReport> {
+    const report: CloseReport = { unmounted: [], lazilyUnmounted: [], failed: [] };
+    // Deepest first, in case a layer was ever mounted inside another's mountpoint.
+    const points = [...this.served.keys()].sort((a, b) => b.length - a.length);
+    for (const mp of points) {
+      try {
+        const outcome = await this.locked(mp, () => this.unmountLocked(mp));
+        if (outcome === 'lazy') report.lazilyUnmounted.push(mp);
+        else report.unmounted.push(mp);
+      } catch (err) {
+        report.failed.push({ mountpoint: mp, error: errorText(err) });
+      }
+    }
+    if (report.lazilyUnmounted.length > 0) this.log.warn({ mountpoints: report.lazilyUnmounted }, 'layer mounts busy at shutdown were detached lazily');
+    if (report.failed.length > 0) this.log.error({ failed: report.failed }, 'could not unmount layer mounts');
+    return report;
+  }
+
+  counters(): MounterCounters {
+    return { ...this.count, active: this.served.size };
+  }
+
+  cacheStats(): CacheStats {
+    return this.cache.stats();
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  private async mountLocked(root: string, mp: string, log: Logger): Promise<void> {
+    const existing = this.served.get(mp);
+    if (existing) {
+      if (existing.layerDir === root) return;
+      throw new FailedPrecondition(`${mp} already serves layer ${existing.layerDir}, not ${root}`);
+    }
+    await this.clearInTheWay(mp);
+    await fs.promises.mkdir(mp, { recursive: true });
+
+    const tree = new LayerTree({ root, cache: this.cache, namespace: `${++this.seq}\0`, log });
+    const Fuse = loadFuse();
+    const fuse = new Fuse(mp, layerFuseOps(tree, log), layerMountOptions(this.tuning));
+    try {
+      await withDeadline(new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve()))),
+        this.mountTimeoutMs, `FUSE_INIT for ${mp}`);
+    } catch (err) {
+      // fuse-native can fail after the mount syscall succeeded (fuse_new rejecting an option):
+      // leave nothing behind.
+      const left = (await readMountInfo()).some((m) => m.mountPoint === mp);
+      if (left) await kernelUnmount(mp).catch((e: unknown) => log.error({ err: e }, 'could not remove a half-made mount'));
+      await tree.close();
+      throw new SnapshotterError('Internal', `mounting layer ${root} at ${mp}: ${errorText(err)}`, { cause: err });
+    }
+    this.served.set(mp, { mountpoint: mp, layerDir: root, fuse, tree, log });
+    this.count.mounts++;
+    log.info('mounted layer');
+  }
+
+  /** A mount already at mp that is not ours: stale ones go; a live one is not ours to take. */
+  private async clearInTheWay(mp: string): Promise<void> {
+    const here = (await readMountInfo()).filter((m) => m.mountPoint === mp);
+    if (here.length === 0) return;
+    const foreignFuse = here.every((m) => isFuse(m));
+    const health = await probeMount(mp, this.probeTimeoutMs);
+    if (!foreignFuse || health.health === 'alive') {
+      const top = here[here.length - 1] as MountInfo;
+      throw new FailedPrecondition(`${mp} already has a live ${top.fsType} mount from ${top.source}; unmount it first`);
+    }
+    while ((await readMountInfo()).some((m) => m.mountPoint === mp)) {
+      await this.kernelUnmountCounted(mp);
+    }
+    this.count.staleCleared++;
+    this.log.info({ mountpoint: mp, health: health.health, detail: health.detail }, 'cleared stale FUSE mount');
+  }
+
+  private async unmountLocked(mp: string): Promise<UnmountOutcome | 'not-mounted'> {
+    const s = this.served.get(mp);
+    let outcome: UnmountOutcome | 'not-mounted' = 'not-mounted';
+    // Mounts can be stacked on one point (a stale one under a fresh one): take them all.
+    for (let i = 0; i < 8; i++) {
+      const all = await readMountInfo();
+      const here = all.filter((m) => m.mountPoint === mp);
+      if (here.length === 0) break;
+      if (!here.every(isFuse)) throw new FailedPrecondition(`${mp} holds a mount that is not FUSE; not unmounting it`);
+      // An overlay holds its own clone of each lower mount, so a plain umount here would
+      // succeed while the overlay keeps using the filesystem: that is "busy" too.
+      const users = overlaysUsing(all, this.namesOf(mp));
+      if (users.length > 0) {
+        (s?.log ?? this.log).warn({ mountpoint: mp, overlays: users.map((u) => u.mountPoint) }, 'layer still stacked by an overlay; detaching lazily');
+      }
+      const o = await this.kernelUnmountCounted(mp, users.length > 0);
+      if (outcome !== 'lazy') outcome = o;
+    }
+    if (s) await this.release(s, outcome);
+    return outcome;
+  }
+
+  /** The canonical mountpoint and every path a caller used for it (overlays name it either way). */
+  private namesOf(mp: string): string[] {
+    const names = [mp];
+    for (const [alias, canon] of this.aliases) if (canon === mp && alias !== mp) names.push(alias);
+    return names;
+  }
+
+  private async kernelUnmountCounted(mp: string, lazyOnly = false): Promise<UnmountOutcome> {
+    try {
+      const o = await kernelUnmount(mp, { lazyOnly });
+      if (o === 'lazy') this.count.lazyUnmounts++;
+      else this.count.unmounts++;
+      return o;
+    } catch (err) {
+      this.count.failedUnmounts++;
+      this.log.error({ mountpoint: mp, err }, 'unmount failed');
+      throw err;
+    }
+  }
+
+  /** Our side of a mount the kernel no longer has (or has only lazily, for its last users). */
+  private async release(s: Served, outcome: UnmountOutcome | 'not-mounted'): Promise<void> {
+    this.served.delete(s.mountpoint);
+    for (const [alias, canon] of this.aliases) if (canon === s.mountpoint) this.aliases.delete(alias);
+    // Only releases fuse-native's handles: its own unmount command is disabled (fuse-native.ts).
+    await new Promise<void>((resolve) => s.fuse.unmount((err) => {
+      if (err) s.log.warn({ err }, 'releasing fuse-native handles failed');
+      resolve();
+    }));
+    // A lazily detached mount still serves its last users: its files stay open until they go.
+    if (outcome !== 'lazy') await s.tree.close();
+    s.log.info({ outcome }, 'unmounted layer');
+  }
+
+  /** Serializes work per mountpoint, so a mount and an unmount of one point never interleave. */
+  private async locked<T>(mp: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(mp) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.locks.set(mp, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.locks.get(mp) === tail) this.locks.delete(mp);
+    }
+  }
+}
+
+function isFuse(m: MountInfo): boolean {
+  return isFuseType(m.fsType);
+}
+
+async function canonicalLayerDir(layerDir: string): Promise<string> {
+  let root: string;
+  try {
+    root = await fs.promises.realpath(layerDir);
+  } catch (err) {
+    throw new NotFound(`layer directory ${layerDir} is not there: ${errorText(err)}`);
+  }
+  const st = await fs.promises.lstat(root);
+  if (!st.isDirectory()) throw new NotFound(`layer directory ${layerDir} is not a directory`);
+  return root;
+}
+
+/**
+ * mountinfo names mountpoints by their canonical path. The mountpoint itself is never resolved
+ * (it may be a dead mount that fails every stat); its parent is.
+ */
+async function canonicalMountpoint(p: string): Promise<string> {
+  const abs = path.resolve(p);
+  if (abs === '/') return abs;
+  try {
+    return path.join(await fs.promises.realpath(path.dirname(abs)), path.basename(abs));
+  } catch {
+    return abs;
+  }
+}
+
+function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not arrive within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function summarize(r: ReconcileReport): Record<string, number> {
+  return { kept: r.kept.length, unmounted: r.unmounted.length, staleCleared: r.staleCleared.length, missing: r.missing.length, failed: r.failed.length };
+}
