@@ -15,7 +15,11 @@ export interface Config {
   repository: string;
   /** Where the repository is mounted: the layer store root. */
   absoluteMountpoint: string;
+  /** Bound of the FUSE layers' shared metadata cache, in entries. */
+  metadataCacheEntries: number;
 }
+
+export const DEFAULT_CACHE_ENTRIES = 200_000;
 
 export class ConfigError extends Error {}
 
@@ -25,10 +29,13 @@ function expectString(file: string, key: string, v: unknown): string {
   return v;
 }
 
+const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries'];
+
 /** Validates a parsed TOML document; `file` names the source in messages. */
 export function configFromToml(doc: Record<string, unknown>, file: string): Config {
   let repository = DEFAULT_REPOSITORY;
   let absoluteMountpoint: string | undefined;
+  let metadataCacheEntries = DEFAULT_CACHE_ENTRIES;
   for (const [key, value] of Object.entries(doc)) {
     switch (key) {
       case 'repository':
@@ -43,11 +50,17 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
           throw new ConfigError(`${file}: "absolute-mountpoint" must be an absolute path, got ${JSON.stringify(absoluteMountpoint)}`);
         }
         break;
+      case 'metadata-cache-entries':
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+          throw new ConfigError(`${file}: "metadata-cache-entries" must be a positive integer, got ${JSON.stringify(value)}`);
+        }
+        metadataCacheEntries = value;
+        break;
       default:
-        throw new ConfigError(`${file}: unknown key "${key}"; known keys are "repository" and "absolute-mountpoint"`);
+        throw new ConfigError(`${file}: unknown key "${key}"; known keys are ${KNOWN_KEYS.map((k) => `"${k}"`).join(', ')}`);
     }
   }
-  return { repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}` };
+  return { repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries };
 }
 
 /** Reads the config file. A missing file gives the defaults unless the caller required it. */

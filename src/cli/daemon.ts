@@ -1,7 +1,11 @@
 // The daemon: containerd's Snapshots API on a unix socket, until SIGTERM or SIGINT.
 import { parseArgs } from 'node:util';
 import { createLogger, isLogLevel, LOG_LEVELS, type Logger } from '../log.js';
+import { realpath, mkdir } from 'node:fs/promises';
 import { Snapshotter } from '../snapshotter/snapshotter.js';
+import { StoreLayers } from '../snapshotter/store-layers.js';
+import { LayerStore } from '../layers/store.js';
+import { FuseLayerMounter } from '../fuse/index.js';
 import { SocketServer } from '../server/server.js';
 import { snapshotsHandlers } from '../server/service.js';
 import { DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEFAULT_ROOT, loadConfig } from './config.js';
@@ -60,12 +64,21 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
   const config = await loadConfig(opts.configPath, opts.configRequired);
   log.info({ version, root: opts.root, config: opts.configPath, ...config }, 'starting');
 
-  const sn = await Snapshotter.open({ root: opts.root, log: log.child({ component: 'snapshotter' }) });
+  // Mountpoints are compared as the kernel reports them, so the root must be canonical.
+  await mkdir(opts.root, { recursive: true, mode: 0o700 });
+  const root = await realpath(opts.root);
+  const layerLog = log.child({ component: 'layers' });
+  const remote = new StoreLayers(
+    new LayerStore(config.absoluteMountpoint),
+    new FuseLayerMounter({ log: layerLog, cacheEntries: config.metadataCacheEntries }),
+    layerLog,
+  );
+  const sn = await Snapshotter.open({ root, log: log.child({ component: 'snapshotter' }), remote });
   const server = new SocketServer(opts.address, log);
   try {
     await server.listen(snapshotsHandlers(sn, log.child({ component: 'grpc' })));
   } catch (err) {
-    sn.close();
+    await sn.close();
     throw err;
   }
 
@@ -78,11 +91,9 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
       }
       stopping = true;
       log.info({ signal }, 'stopping: no new calls; snapshots are kept');
-      void server.close().then(() => {
-        sn.close();
-        log.info('stopped');
-        resolve(0);
-      });
+      void server.close()
+        .then(() => sn.close())
+        .then(() => { log.info('stopped'); resolve(0); }, (err: unknown) => { log.error({ err }, 'error while stopping'); resolve(1); });
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);

@@ -18,4 +18,11 @@ export interface RemoteLayers {
   unmount(dir: string, stillUnused: () => boolean): Promise<void>;
   /** The directories where a layer is mounted now. */
   mounted(): string[];
+  /**
+   * At start: clears stale and unwanted mounts under prefix, and mounts each wanted layer
+   * (directory → digest) that is not mounted.
+   */
+  reconcile(prefix: string, wanted: ReadonlyMap<string, string>): Promise<void>;
+  /** At shutdown: unmounts every layer, lazily where busy. */
+  close(): Promise<void>;
 }

@@ -66,12 +66,18 @@ export class Snapshotter {
     await mkdir(opts.root, { recursive: true, mode: 0o700 });
     await mkdir(snapshotsDir(opts.root), { recursive: true, mode: 0o700 });
     const s = new Snapshotter(opts.root, new MetaStore(databasePath(opts.root)), opts);
+    if (s.remote) {
+      const wanted = new Map(s.store.remoteInUse().map((r) => [upperPath(s.root, r.id), r.remoteDigest as string]));
+      await s.remote.reconcile(snapshotsDir(s.root), wanted);
+    }
     const removed = await s.removeOrphans();
     if (removed.length > 0) s.log.info({ removed }, 'removed snapshot directories that no record owns');
     return s;
   }
 
-  close(): void {
+  /** Closes the database and unmounts every layer. Deletes nothing. */
+  async close(): Promise<void> {
+    await this.remote?.close();
     this.store.close();
   }
 

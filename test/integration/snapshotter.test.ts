@@ -26,14 +26,14 @@ test('snapshots and their labels survive closing and reopening the store', async
     await sn.commit('base', 'a', { 'containerd.io/gc.root': 'x' });
     await sn.prepare('top', 'base', {});
     await sn.view('v', 'base', {});
-    sn.close();
+    await sn.close();
     sn = await open(root);
     assert.deepEqual(sn.list([]).map((i) => [i.name, i.kind, i.parent]),
       [['base', 'committed', ''], ['top', 'active', 'base'], ['v', 'view', 'base']]);
     assert.deepEqual(sn.stat('base').labels, { 'containerd.io/gc.root': 'x' }, 'commit replaces labels');
     const u = await sn.usage('base');
     assert.ok(u.size > 0 && u.inodes === 2, `usage ${JSON.stringify(u)}`);
-    sn.close();
+    await sn.close();
   });
 });
 
@@ -41,7 +41,7 @@ test('directories that no record owns are removed at start and by Cleanup; owned
   await withRoot(async (root) => {
     let sn = await open(root);
     await sn.prepare('a', '', {});
-    sn.close();
+    await sn.close();
     // What a crash can leave: a half-made directory, and a renamed one whose transaction never committed.
     await mkdir(join(root, 'snapshots', 'new-abc123', 'fs'), { recursive: true });
     await mkdir(join(root, 'snapshots', '77', 'fs'), { recursive: true });
@@ -52,7 +52,7 @@ test('directories that no record owns are removed at start and by Cleanup; owned
     assert.deepEqual(await dirs(root), ['1']);
     await sn.prepare('b', '', {});
     assert.deepEqual(await dirs(root), ['1', '2']);
-    sn.close();
+    await sn.close();
   });
 });
 
@@ -65,7 +65,7 @@ test('Remove deletes the directory; a failed Prepare leaves no directory behind'
     assert.deepEqual(await dirs(root), ['1']);
     await sn.remove('a');
     assert.deepEqual(await dirs(root), []);
-    sn.close();
+    await sn.close();
   });
 });
 
@@ -80,7 +80,7 @@ test('Update: an empty mask replaces all labels; labels.<key> sets or deletes on
     assert.equal(i.createdUs, before.createdUs);
     i = sn.update('a', { only: 'this' }, []);
     assert.deepEqual(sn.stat('a').labels, { only: 'this' });
-    sn.close();
+    await sn.close();
   });
 });
 
@@ -94,7 +94,7 @@ test('a new snapshot on a parent gets the owner of the parent root', async () =>
     await sn.prepare('b', 'base', {});
     const st = await stat(join(root, 'snapshots', '2', 'fs'));
     assert.deepEqual([st.uid, st.gid, st.mode & 0o7777], [1234, 5678, 0o755]);
-    sn.close();
+    await sn.close();
   });
 });
 
@@ -115,6 +115,12 @@ class RecordingLayers implements RemoteLayers {
     if (this.mountedDirs.has(dir) && stillUnused()) { this.calls.push(`unmount ${dir}`); this.mountedDirs.delete(dir); }
   }
   mounted() { return [...this.mountedDirs.keys()]; }
+  readonly reconciled: Array<ReadonlyMap<string, string>> = [];
+  async reconcile(_prefix: string, wanted: ReadonlyMap<string, string>) {
+    this.reconciled.push(wanted);
+    for (const [dir, digest] of wanted) this.mountedDirs.set(dir, digest);
+  }
+  async close() { this.mountedDirs.clear(); }
 }
 
 const D1 = `sha256:${'a'.repeat(64)}`;
@@ -137,7 +143,7 @@ test('a layer in the store becomes a committed remote snapshot and Prepare answe
     await assert.rejects(sn.prepare('other/1/extract-2 sha256:c1', '', layerLabels(D1, 'sha256:c1')), /already exists/);
     assert.equal(sn.list([]).length, 1);
     assert.deepEqual((await sn.usage('sha256:c1')), { size: 4096, inodes: 1 });
-    sn.close();
+    await sn.close();
   });
 });
 
@@ -164,6 +170,26 @@ test('a layer missing from the store takes the ordinary path; layers are mounted
     await sn.remove('sha256:c1');
     await assert.rejects(sn.prepare('x/3', '', layerLabels(D1, 'sha256:c1')), /already exists/);
     assert.equal(sn.stat('sha256:c1').labels[REMOTE_LABEL], D1);
-    sn.close();
+    await sn.close();
+  });
+});
+
+test('at start, the layers that active snapshots stand on are handed to reconcile, and nothing else', async () => {
+  await withRoot(async (root) => {
+    let layers = new RecordingLayers();
+    layers.present.add(D1).add(D2);
+    let sn = await open(root, layers);
+    await assert.rejects(sn.prepare('x/1', '', layerLabels(D1, 'sha256:c1')), /already exists/);
+    await assert.rejects(sn.prepare('x/2', 'sha256:c1', layerLabels(D2, 'sha256:c2')), /already exists/);
+    await sn.prepare('container', 'sha256:c2', {});
+    await sn.close();
+    layers = new RecordingLayers();
+    sn = await open(root, layers);
+    assert.deepEqual([...(layers.reconciled[0] ?? new Map()).entries()].sort(), [
+      [join(root, 'snapshots', '1', 'fs'), D1],
+      [join(root, 'snapshots', '2', 'fs'), D2],
+    ]);
+    assert.deepEqual((await readdir(join(root, 'snapshots'))).sort(), ['1', '2', '3'], 'nothing committed is lost');
+    await sn.close();
   });
 });

@@ -7,7 +7,7 @@ import { configFromToml, loadConfig } from '../../src/cli/config.js';
 import { parseDaemonArgs } from '../../src/cli/daemon.js';
 
 test('defaults are those of the Go CernVM-FS snapshotter', async () => {
-  assert.deepEqual(configFromToml({}, 'f'), { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch' });
+  assert.deepEqual(configFromToml({}, 'f'), { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch', metadataCacheEntries: 200_000 });
   assert.deepEqual(configFromToml({ repository: 'x.cern.ch' }, 'f').absoluteMountpoint, '/cvmfs/x.cern.ch');
   const d = parseDaemonArgs([]);
   assert.ok(typeof d === 'object');
@@ -22,6 +22,7 @@ test('unknown keys and wrong types name the key', () => {
   assert.throws(() => configFromToml({ repository: 3 }, 'c.toml'), /"repository" must be a string/);
   assert.throws(() => configFromToml({ 'absolute-mountpoint': 'rel/path' }, 'c.toml'), /"absolute-mountpoint" must be an absolute path/);
   assert.throws(() => configFromToml({ repository: '../etc' }, 'c.toml'), /"repository" must be a repository name/);
+  assert.throws(() => configFromToml({ 'metadata-cache-entries': 0 }, 'c.toml'), /"metadata-cache-entries" must be a positive integer/);
 });
 
 test('a config file is read when present, and a missing one is fine unless it was asked for', async () => {
