@@ -108,3 +108,12 @@ export async function busyboxRootfs(rootfs: string, busybox = '/bin/busybox'): P
   await addFile(rootfs, 'etc/passwd', 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n');
   await addFile(rootfs, 'etc/group', 'root:x:0:\nnogroup:x:65534:\n');
 }
+
+/**
+ * Waits for the next whole second. umoci repack compares mtimes in whole seconds (tar_time), so a
+ * parent touched in the same second its previous layer was made in looks unchanged and is left
+ * out of the layer; call this at the start of an edit that must carry its parents.
+ */
+export async function nextSecond(): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 1000 - (Date.now() % 1000) + 5));
+}
