@@ -1,0 +1,260 @@
+// `npm run bench [-- --quick] [-- --only pull,first,fs,mem]`: lazy start against overlayfs, and
+// the FUSE layer against a bind mount of the same layer directory, on a private containerd,
+// registry, layer store and daemon (test/helpers). Writes bench/results/latest.json, the ratio
+// chart and the results section of bench/README.md, and prints a table.
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { execOk } from '../src/sys/exec.js';
+import { SnapshotsClient } from '../src/server/client.js';
+import { Scope } from '../test/helpers/scope.js';
+import { startRegistry } from '../test/helpers/registry.js';
+import { startContainerd } from '../test/helpers/containerd.js';
+import { defaultDaemonConfig, startDaemon, type Daemon } from '../test/helpers/daemon.js';
+import { ingest } from '../test/helpers/lazy.js';
+import { largeImageLayout, pushLayout, smallImageLayout, type CachedLayout } from './images.js';
+import { BIG_FILE, BIG_FILE_BYTES, FUSE_LAYER_DIGEST, STORE_DIR, fuseLayer, memLayers } from './fixtures.js';
+import {
+  DaemonLayerMount, countEntries, downloadedLayers, emptyFsSamples, fsRound, lazyFirstOutput, lazyPull, logSample,
+  overlayFirstOutput, overlayPull, rssMb, type FsSamples, type FsTarget,
+} from './cases.js';
+import { dropCaches, log, median, nowMs, summarize, type Summary } from './stats.js';
+import { cell, fmt, ratioChartSvg, table, targetsTable, writeOutputs } from './report.js';
+
+const BENCH_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
+const SECTIONS = ['pull', 'first', 'fs', 'mem'] as const;
+type Section = (typeof SECTIONS)[number];
+
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' } } });
+const quick = values.quick ?? false;
+const only = new Set<Section>((values.only?.split(',') ?? [...SECTIONS]).filter((s): s is Section => (SECTIONS as readonly string[]).includes(s)));
+const REPS = quick ? 2 : 5;
+const LARGE_REPS = quick ? 2 : 3;
+const FS_REPS = quick ? 2 : 4;
+
+const started = nowMs();
+const raw: Record<string, unknown> = {};
+const ratios: Record<string, number | undefined> = {};
+const rows: string[][] = [];
+const notes: string[] = [];
+
+function addRow(what: string, a: number[] | undefined, b: number[] | undefined, unit: string, ratio: number | undefined): void {
+  const sa: Summary | undefined = a && a.length > 0 ? summarize(a) : undefined;
+  const sb: Summary | undefined = b && b.length > 0 ? summarize(b) : undefined;
+  rows.push([what, cell(sa), cell(sb), unit, fmt(ratio)]);
+}
+
+async function imageSizes(store: string, c: CachedLayout): Promise<{ layers: number; unpackedBytes: number; compressedBytes: number }> {
+  let unpacked = 0;
+  for (const l of c.image.layers) {
+    const hex = l.digest.slice('sha256:'.length);
+    const r = await execOk('du', ['-sb', join(store, '.layers', hex.slice(0, 2), hex, 'layerfs')]);
+    unpacked += Number(r.stdout.split('\t')[0]);
+  }
+  return { layers: c.image.layers.length, unpackedBytes: unpacked, compressedBytes: c.image.layers.reduce((s, l) => s + l.size, 0) };
+}
+
+async function pullAndFirstOutput(scope: Scope): Promise<void> {
+  const small = await smallImageLayout();
+  const large = only.has('pull') ? await largeImageLayout() : undefined;
+  const registry = await startRegistry(scope);
+  const smallRef = await pushLayout(small, registry, 'bench/debian-python');
+  const largeRef = large ? await pushLayout(large, registry, 'bench/large') : undefined;
+  const t0 = nowMs();
+  await ingest(STORE_DIR, smallRef, ...(largeRef ? [largeRef] : []));
+  log(`images pushed and in the store (ingest ${((nowMs() - t0) / 1000).toFixed(1)} s)`);
+  raw.images = { small: { ref: smallRef, ...(await imageSizes(STORE_DIR, small)) }, ...(large ? { large: { ref: largeRef, ...(await imageSizes(STORE_DIR, large)) } } : {}) };
+
+  const daemon = await startDaemon(scope, { configToml: defaultDaemonConfig(STORE_DIR), logLevel: 'warn' });
+  const ctd = await startContainerd(scope, { criEnabled: true, snapshotterSocket: daemon.socket, registries: [registry], logLevel: 'warn' });
+
+  // Every layer must really stay lazy, or the comparison means nothing.
+  await lazyPull(ctd, smallRef);
+  const fetched = await downloadedLayers(ctd, small.image.layers.map((l) => l.digest));
+  if (fetched.length > 0) throw new Error(`the lazy pull downloaded ${fetched.join(', ')}`);
+
+  if (only.has('pull')) {
+    const pull: Record<string, { overlayMs: number[]; lazyMs: number[] }> = {};
+    for (const [name, ref, reps] of [['small', smallRef, REPS], ['large', largeRef, LARGE_REPS]] as const) {
+      if (ref === undefined) continue;
+      const s = { overlayMs: [] as number[], lazyMs: [] as number[] };
+      for (let i = 0; i < reps; i++) {
+        s.overlayMs.push(await overlayPull(ctd, ref));
+        logSample(`pull ${name} overlayfs`, s.overlayMs.at(-1) as number, 'ms');
+        s.lazyMs.push(await lazyPull(ctd, ref));
+        logSample(`pull ${name} lazy`, s.lazyMs.at(-1) as number, 'ms');
+      }
+      if (name === 'large' && large) {
+        const f = await downloadedLayers(ctd, large.image.layers.map((l) => l.digest));
+        if (f.length > 0) throw new Error(`the lazy pull of the large image downloaded ${f.length} layers`);
+      }
+      pull[name] = s;
+      addRow(`pull ${name} (ms)`, s.overlayMs, s.lazyMs, 'overlayfs / lazy', median(s.overlayMs) / median(s.lazyMs));
+    }
+    raw.pull = pull;
+    if (pull.small) ratios.pull_speedup_small = median(pull.small.overlayMs) / median(pull.small.lazyMs);
+    if (pull.large) ratios.pull_speedup_large = median(pull.large.overlayMs) / median(pull.large.lazyMs);
+    if (pull.small && pull.large) ratios.lazy_pull_growth = median(pull.large.lazyMs) / median(pull.small.lazyMs);
+  }
+
+  if (only.has('first')) {
+    const s = { overlayMs: [] as number[], lazyMs: [] as number[] };
+    for (let i = 0; i < REPS; i++) {
+      s.overlayMs.push(await overlayFirstOutput(ctd, smallRef));
+      logSample('first output overlayfs', s.overlayMs.at(-1) as number, 'ms');
+      s.lazyMs.push(await lazyFirstOutput(ctd, smallRef));
+      logSample('first output lazy', s.lazyMs.at(-1) as number, 'ms');
+    }
+    raw.first_output = s;
+    ratios.first_output_speedup = median(s.overlayMs) / median(s.lazyMs);
+    addRow('pull+run python hello (ms)', s.overlayMs, s.lazyMs, 'overlayfs / lazy', ratios.first_output_speedup);
+  }
+  await ctd.stop();
+  await daemon.stop();
+}
+
+async function fileSystem(scope: Scope, daemon: Daemon): Promise<void> {
+  const layerDir = await fuseLayer();
+  const client = new SnapshotsClient(daemon.socket);
+  const fuse = new DaemonLayerMount(client, daemon.root, 'bench-fuse-layer', FUSE_LAYER_DIGEST);
+  const bindDir = await scope.mkdir('bind');
+  try {
+    await fuse.register();
+    await fuse.mount();
+    await execOk('mount', ['--bind', layerDir, bindDir]);
+    await execOk('mount', ['-o', 'remount,bind,ro', bindDir]);
+    const entries = await countEntries(bindDir);
+    const fuseEntries = await countEntries(fuse.mountpoint);
+    if (entries !== fuseEntries) throw new Error(`find sees ${fuseEntries} entries over FUSE but ${entries} over the bind mount`);
+    let remounted = 0;
+    const fuseTarget: FsTarget = {
+      label: 'fuse',
+      dir: () => fuse.mountpoint,
+      makeCold: async () => {
+        await fuse.unmount();
+        if (!fuse.isMounted()) remounted++;
+        await fuse.mount();
+        await dropCaches();
+      },
+    };
+    const bindTarget: FsTarget = { label: 'bind', dir: () => bindDir, makeCold: dropCaches };
+    const s: Record<'fuse' | 'bind', FsSamples> = { fuse: emptyFsSamples(), bind: emptyFsSamples() };
+    const layout = { bigFile: BIG_FILE, bigBytes: BIG_FILE_BYTES, randCold: quick ? 2000 : 4000, randWarm: 20000 };
+    for (let i = 0; i < FS_REPS; i++) {
+      for (const t of i % 2 === 0 ? [fuseTarget, bindTarget] : [bindTarget, fuseTarget]) {
+        await fsRound(t, s[t.label], layout);
+        log(`fs round ${i + 1}/${FS_REPS} ${t.label}: seq cold ${fmt(s[t.label].seqColdMBps.at(-1))} MB/s, walk cold ${fmt(s[t.label].walkColdMs.at(-1))} ms, warm ${fmt(s[t.label].walkWarmMs.at(-1))} ms`);
+      }
+    }
+    if (remounted === 0) notes.push('The FUSE layer stayed mounted when its View was removed, so "cold" FUSE samples had a warm daemon cache.');
+    raw.fs = { entries, bigFileBytes: BIG_FILE_BYTES, fuseRemountedForCold: remounted > 0, samples: s };
+    const m = (k: keyof FsSamples, l: 'fuse' | 'bind'): number => median(s[l][k]);
+    ratios.seq_read_cold_ratio = m('seqColdMBps', 'fuse') / m('seqColdMBps', 'bind');
+    ratios.seq_read_warm_ratio = m('seqWarmMBps', 'fuse') / m('seqWarmMBps', 'bind');
+    ratios.walk_cold_ratio = m('walkColdMs', 'fuse') / m('walkColdMs', 'bind');
+    ratios.walk_warm_ratio = m('walkWarmMs', 'fuse') / m('walkWarmMs', 'bind');
+    ratios.rand_4k_cold_ratio = m('randColdIops', 'fuse') / m('randColdIops', 'bind');
+    ratios.rand_4k_warm_ratio = m('randWarmIops', 'fuse') / m('randWarmIops', 'bind');
+    ratios.python_chroot_cold_ratio = m('pythonColdMs', 'fuse') / m('pythonColdMs', 'bind');
+    ratios.python_chroot_warm_ratio = m('pythonWarmMs', 'fuse') / m('pythonWarmMs', 'bind');
+    const add = (what: string, k: keyof FsSamples, unit: string, r: number | undefined): void => addRow(what, s.bind[k], s.fuse[k], unit, r);
+    add('seq read 512 MiB cold (MB/s)', 'seqColdMBps', 'bind / FUSE', ratios.seq_read_cold_ratio);
+    add('seq read 512 MiB warm (MB/s)', 'seqWarmMBps', 'bind / FUSE', ratios.seq_read_warm_ratio);
+    add('random 4 KiB reads cold (reads/s)', 'randColdIops', 'bind / FUSE', ratios.rand_4k_cold_ratio);
+    add('random 4 KiB reads warm (reads/s)', 'randWarmIops', 'bind / FUSE', ratios.rand_4k_warm_ratio);
+    add(`find+stat ${entries} entries cold (ms)`, 'walkColdMs', 'bind / FUSE', ratios.walk_cold_ratio);
+    add(`find+stat ${entries} entries warm (ms)`, 'walkWarmMs', 'bind / FUSE', ratios.walk_warm_ratio);
+    add('chroot python hello cold (ms)', 'pythonColdMs', 'bind / FUSE', ratios.python_chroot_cold_ratio);
+    add('chroot python hello warm (ms)', 'pythonWarmMs', 'bind / FUSE', ratios.python_chroot_warm_ratio);
+  } finally {
+    await execOk('umount', [bindDir]).catch(() => undefined);
+    await fuse.remove().catch(() => undefined);
+    client.close();
+  }
+}
+
+async function memory(daemon: Daemon): Promise<void> {
+  const digests = await memLayers();
+  const client = new SnapshotsClient(daemon.socket);
+  const mounts = digests.map((d, i) => new DaemonLayerMount(client, daemon.root, `bench-mem-${i}`, d));
+  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 1500));
+  const rss: Record<string, number> = {};
+  try {
+    await settle();
+    rss.idle = await rssMb(daemon.pid);
+    let n = 0;
+    for (const target of [1, 10, 100]) {
+      for (; n < target; n++) {
+        await mounts[n]?.register();
+        await mounts[n]?.mount();
+      }
+      await settle();
+      rss[`layers_${target}`] = await rssMb(daemon.pid);
+      log(`daemon RSS with ${target} layers mounted: ${fmt(rss[`layers_${target}`])} MiB`);
+    }
+    // Fill the metadata cache: stat every entry of every layer (100 x 2,000 entries, more than the default bound of 200,000 cache entries).
+    const t0 = nowMs();
+    for (const m of mounts) await execOk('sh', ['-c', 'find "$1" -printf "%s\\n" > /dev/null', 'sh', m.mountpoint]);
+    const walkMs = nowMs() - t0;
+    await settle();
+    rss.layers_100_cache_full = await rssMb(daemon.pid);
+    log(`daemon RSS with 100 layers and a full metadata cache: ${fmt(rss.layers_100_cache_full)} MiB (walk ${fmt(walkMs)} ms)`);
+    raw.memory = { rssMb: rss, walk100LayersMs: walkMs };
+    ratios.rss_100_layers_mb = rss.layers_100;
+    ratios.rss_100_layers_cache_full_mb = rss.layers_100_cache_full;
+    rows.push(['daemon RSS idle / 1 / 10 / 100 layers / +cache full (MiB)', [rss.idle, rss.layers_1, rss.layers_10, rss.layers_100, rss.layers_100_cache_full].map((x) => fmt(x)).join(' / '), '', 'MiB', '']);
+  } finally {
+    for (const m of mounts) await m.remove().catch(() => undefined);
+    client.close();
+  }
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('the benchmark mounts file systems and drops caches: run it as root');
+  const scope = await Scope.create('bench');
+  let failure: unknown;
+  try {
+    if (only.has('pull') || only.has('first')) await pullAndFirstOutput(scope);
+    if (only.has('fs') || only.has('mem')) {
+      const daemon = await startDaemon(scope, { name: 'daemon-fs', configToml: defaultDaemonConfig(STORE_DIR), logLevel: 'warn' });
+      if (only.has('mem')) await memory(daemon);
+      if (only.has('fs')) await fileSystem(scope, daemon);
+      await daemon.stop();
+    }
+  } catch (err) {
+    failure = err;
+  }
+  try {
+    await scope.teardown();
+  } catch (err) {
+    failure ??= err;
+  }
+  if (failure !== undefined) throw failure;
+
+  const machine = { cores: cpus().length, cpu: cpus()[0]?.model ?? '', kernel: release(), memoryGiB: Math.round(totalmem() / 2 ** 30), loadavgAtEnd: loadavg() };
+  const json = {
+    ...Object.fromEntries(Object.entries(ratios).filter(([, v]) => v !== undefined)),
+    date: new Date().toISOString(),
+    quick,
+    sections: [...only],
+    durationS: Math.round((nowMs() - started) / 1000),
+    machine,
+    notes,
+    samples: raw,
+  };
+  const resultsTable = table(['case', 'baseline: median ±MAD [min..max]', 'candidate: median ±MAD [min..max]', 'baseline / candidate', 'ratio'], rows);
+  const md = [
+    `Run of ${json.date.slice(0, 16).replace('T', ' ')} UTC${quick ? ' (--quick)' : ''}, ${machine.cores} cores (${machine.cpu}), kernel ${machine.kernel}, ${json.durationS} s.`,
+    '',
+    targetsTable(ratios),
+    '',
+    resultsTable,
+    '',
+    ...notes.map((n) => `Note: ${n}`),
+  ].join('\n');
+  await writeOutputs(BENCH_DIR, json, ratioChartSvg(ratios, `cvmfs-snapshotter bench ${json.date.slice(0, 10)}${quick ? ' (quick)' : ''}`), md);
+  process.stdout.write(`\n${md}\n\nwrote bench/results/latest.json, bench/results/ratios.svg\n`);
+}
+
+await main();
