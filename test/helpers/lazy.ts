@@ -2,11 +2,11 @@
 // containerd's CRI with `cvmfs-snapshotter pull`, and look at what containerd downloaded and what
 // the daemon has mounted.
 import { readFile, stat, statfs } from 'node:fs/promises';
-import { exec, type ExecResult } from '../../src/sys/exec.js';
+import type { ExecResult } from '../../src/sys/exec.js';
 import type { Containerd } from './containerd.js';
 import { PROXY_SNAPSHOTTER } from './containerd-config.js';
 import { mountsUnder, type MountEntry } from './mounts.js';
-import { daemonBin } from './paths.js';
+import { runCli } from './cli.js';
 
 /** CRI pulls land in this containerd namespace. */
 export const CRI_NAMESPACE = 'k8s.io';
@@ -15,7 +15,7 @@ export const REMOTE_LABEL = 'containerd.io/snapshot/remote';
 
 /** Runs `bin/cvmfs-snapshotter ARGS`; throws with its output on a non-zero exit. */
 export async function cli(args: readonly string[], timeoutMs = 300_000): Promise<ExecResult> {
-  const r = await exec(process.execPath, [daemonBin, ...args], { timeoutMs });
+  const r = await runCli(args, { timeoutMs });
   if (r.code !== 0) {
     throw new Error(`cvmfs-snapshotter ${args.join(' ')} failed (${r.signal ?? `exit ${r.code}`}):\n${r.stderr.trim()}\n${r.stdout.trim()}`);
   }

@@ -6,17 +6,16 @@ import assert from 'node:assert/strict';
 import { randomUUID, sign, X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
-import { exec, execOk, type ExecResult } from '../../src/sys/exec.js';
+import { execOk, type ExecResult } from '../../src/sys/exec.js';
 import { LayerStore } from '../../src/layers/store.js';
 import { Scope } from '../helpers/scope.js';
+import { runCli } from '../helpers/cli.js';
 import { startRegistry, type Registry } from '../helpers/registry.js';
 import { buildImage, type BuiltImage } from '../helpers/image.js';
 import { ManagedProcess } from '../helpers/process.js';
 import { freePort } from '../helpers/ports.js';
 import { waitUntil } from '../helpers/wait.js';
 
-const INGEST = fileURLToPath(new URL('../../src/cli/ingest.js', import.meta.url));
 const SERVICE = 'test-registry';
 const ISSUER = 'test-issuer';
 
@@ -35,8 +34,7 @@ let requiredBasic: string | undefined;
 let grantNothing = false;
 
 function runIngest(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ExecResult> {
-  const script = `const m = await import(${JSON.stringify(INGEST)}); process.exitCode = await m.ingestCommand(process.argv.slice(1));`;
-  return exec(process.execPath, ['--input-type=module', '-e', script, '--', ...args], { env: { ...process.env, ...env }, timeoutMs: 60_000 });
+  return runCli(['ingest', ...args], { env: { ...process.env, ...env }, timeoutMs: 60_000 });
 }
 
 const b64url = (b: Buffer | string): string => Buffer.from(b).toString('base64url');

@@ -6,16 +6,15 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { chmod, chown, copyFile, link, lstat, mkdir, readdir, readFile, readlink, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { exec, execOk, type ExecResult } from '../../src/sys/exec.js';
+import { execOk, type ExecResult } from '../../src/sys/exec.js';
 import { LayerStore } from '../../src/layers/store.js';
 import { Scope } from '../helpers/scope.js';
+import { runCli } from '../helpers/cli.js';
 import { startRegistry, type Registry } from '../helpers/registry.js';
 import { buildImage, type BuiltImage } from '../helpers/image.js';
 import { freePort } from '../helpers/ports.js';
 
-const INGEST = fileURLToPath(new URL('../../src/cli/ingest.js', import.meta.url));
 const FIXED_TIME = new Date('2021-02-03T04:05:06Z');
 
 let scope: Scope;
@@ -23,8 +22,7 @@ let registry: Registry;
 let image: BuiltImage;
 
 function runIngest(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<ExecResult> {
-  const script = `const m = await import(${JSON.stringify(INGEST)}); process.exitCode = await m.ingestCommand(process.argv.slice(1));`;
-  return exec(process.execPath, ['--input-type=module', '-e', script, '--', ...args], { env, timeoutMs: 120_000 });
+  return runCli(['ingest', ...args], { env, timeoutMs: 120_000 });
 }
 
 function sha256(b: Buffer): string {

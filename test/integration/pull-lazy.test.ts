@@ -2,24 +2,19 @@
 // `pull` through containerd's CRI leaves every layer blob out of containerd's content store.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
-import { exec, execOk, type ExecResult } from '../../src/sys/exec.js';
+import { execOk } from '../../src/sys/exec.js';
 import { Scope } from '../helpers/scope.js';
+import { runCli } from '../helpers/cli.js';
 import { startRegistry, type Registry } from '../helpers/registry.js';
 import { buildImage, type BuiltImage } from '../helpers/image.js';
 import { startContainerd } from '../helpers/containerd.js';
 import { defaultDaemonConfig, startDaemon } from '../helpers/daemon.js';
 
-const CLI = (name: string): string => fileURLToPath(new URL(`../../src/cli/${name}.js`, import.meta.url));
 
 let scope: Scope;
 let registry: Registry;
 let image: BuiltImage;
 
-function run(module: string, fn: string, args: string[]): Promise<ExecResult> {
-  const script = `const m = await import(${JSON.stringify(CLI(module))}); process.exitCode = await m.${fn}(process.argv.slice(1));`;
-  return exec(process.execPath, ['--input-type=module', '-e', script, '--', ...args], { timeoutMs: 120_000 });
-}
 
 before(async () => {
   scope = await Scope.create('pull-lazy');
@@ -40,12 +35,12 @@ after(async () => { await scope.teardown(); });
 
 test('ingest, then pull: no layer blob reaches containerd, and --verbose says so', async () => {
   const store = await scope.mkdir('store');
-  const ing = await run('ingest', 'ingestCommand', ['--store', store, '--plain-http', image.ref]);
+  const ing = await runCli(['ingest', '--store', store, '--plain-http', image.ref]);
   assert.equal(ing.code, 0, ing.stderr);
 
   const daemon = await startDaemon(scope, { configToml: defaultDaemonConfig(store) });
   const ctd = await startContainerd(scope, { criEnabled: true, snapshotterSocket: daemon.socket, registries: [registry] });
-  const r = await run('pull', 'pullCommand', ['--containerd', ctd.socket, '--verbose', image.ref]);
+  const r = await runCli(['pull', '--containerd', ctd.socket, '--verbose', image.ref]);
   assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
   const why = `\n${r.stdout}\ndaemon log:\n${daemon.process.logTail(15)}`;
   assert.match(r.stdout, / pulled in /);

@@ -3,23 +3,21 @@
 // that is not running; and that a forced pull reports the time and which layers were fetched.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
-import { exec, execOk, type ExecResult } from '../../src/sys/exec.js';
+import { execOk, type ExecResult } from '../../src/sys/exec.js';
 import { checkCriConfig } from '../../src/cli/pull.js';
 import { Scope } from '../helpers/scope.js';
+import { runCli } from '../helpers/cli.js';
 import { startRegistry, type Registry } from '../helpers/registry.js';
 import { buildImage, type BuiltImage } from '../helpers/image.js';
 import { startContainerd } from '../helpers/containerd.js';
 
-const PULL = fileURLToPath(new URL('../../src/cli/pull.js', import.meta.url));
 
 let scope: Scope;
 let registry: Registry;
 let image: BuiltImage;
 
 function runPull(args: string[]): Promise<ExecResult> {
-  const script = `const m = await import(${JSON.stringify(PULL)}); process.exitCode = await m.pullCommand(process.argv.slice(1));`;
-  return exec(process.execPath, ['--input-type=module', '-e', script, '--', ...args], { timeoutMs: 120_000 });
+  return runCli(['pull', ...args], { timeoutMs: 120_000 });
 }
 
 before(async () => {
