@@ -61,6 +61,15 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'versi
 export async function runDaemon(opts: DaemonOptions, version: string): Promise<number> {
   if (!isLogLevel(opts.logLevel)) throw new Error(`bad log level ${opts.logLevel}`);
   const log: Logger = createLogger(opts.logLevel);
+  // A bug must not die silently: log it as JSON, then exit; the next start clears dead mounts.
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception; exiting');
+    process.exit(70);
+  });
+  process.on('unhandledRejection', (err) => {
+    log.fatal({ err }, 'unhandled promise rejection; exiting');
+    process.exit(70);
+  });
   const config = await loadConfig(opts.configPath, opts.configRequired);
   log.info({ version, root: opts.root, config: opts.configPath, ...config }, 'starting');
 
