@@ -67,7 +67,7 @@ async function pullAndFirstOutput(scope: Scope): Promise<void> {
   raw.images = { small: { ref: smallRef, ...(await imageSizes(STORE_DIR, small)) }, ...(large ? { large: { ref: largeRef, ...(await imageSizes(STORE_DIR, large)) } } : {}) };
 
   const daemon = await startDaemon(scope, { configToml: defaultDaemonConfig(STORE_DIR), logLevel: 'warn' });
-  const ctd = await startContainerd(scope, { criEnabled: true, snapshotterSocket: daemon.socket, registries: [registry], logLevel: 'warn' });
+  const ctd = await startContainerd(scope, { criEnabled: true, snapshotterSocket: daemon.socket, registries: [registry] });
 
   // Every layer must really stay lazy, or the comparison means nothing.
   await lazyPull(ctd, smallRef);
