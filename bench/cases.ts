@@ -178,12 +178,14 @@ export interface FsSamples {
   randWarmIops: number[];
   walkColdMs: number[];
   walkWarmMs: number[];
+  /** Walk with the kernel's caches dropped but the FUSE mount (and the daemon's cache) kept. */
+  walkDropOnlyMs: number[];
   pythonColdMs: number[];
   pythonWarmMs: number[];
 }
 
 export function emptyFsSamples(): FsSamples {
-  return { seqColdMBps: [], seqWarmMBps: [], randColdIops: [], randWarmIops: [], walkColdMs: [], walkWarmMs: [], pythonColdMs: [], pythonWarmMs: [] };
+  return { seqColdMBps: [], seqWarmMBps: [], randColdIops: [], randWarmIops: [], walkColdMs: [], walkWarmMs: [], walkDropOnlyMs: [], pythonColdMs: [], pythonWarmMs: [] };
 }
 
 export interface FsLayout { bigFile: string; bigBytes: number; randCold: number; randWarm: number }
@@ -206,6 +208,8 @@ export async function fsRound(t: FsTarget, s: FsSamples, l: FsLayout): Promise<v
   s.walkColdMs.push((await walk()).ms);
   await walk();
   s.walkWarmMs.push((await walk()).ms);
+  await dropCaches();
+  s.walkDropOnlyMs.push((await walk()).ms);
 
   const hello = async (): Promise<number> => {
     const { ms, result } = await timeExec('/usr/sbin/chroot', [t.dir(), '/usr/bin/python3', '-c', 'print("hi")'], { env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' } });

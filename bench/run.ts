@@ -125,6 +125,7 @@ async function fileSystem(scope: Scope, daemon: Daemon): Promise<void> {
     await execOk('mount', ['--bind', layerDir, bindDir]);
     await execOk('mount', ['-o', 'remount,bind,ro', bindDir]);
     const entries = await countEntries(bindDir);
+    const dirs = Number((await execOk('sh', ['-c', 'find "$1" -type d | wc -l', 'sh', bindDir])).stdout.trim());
     const fuseEntries = await countEntries(fuse.mountpoint);
     if (entries !== fuseEntries) throw new Error(`find sees ${fuseEntries} entries over FUSE but ${entries} over the bind mount`);
     let remounted = 0;
@@ -148,7 +149,7 @@ async function fileSystem(scope: Scope, daemon: Daemon): Promise<void> {
       }
     }
     if (remounted === 0) notes.push('The FUSE layer stayed mounted when its View was removed, so "cold" FUSE samples had a warm daemon cache.');
-    raw.fs = { entries, bigFileBytes: BIG_FILE_BYTES, fuseRemountedForCold: remounted > 0, samples: s };
+    raw.fs = { entries, directories: dirs, bigFileBytes: BIG_FILE_BYTES, fuseRemountedForCold: remounted > 0, samples: s };
     const m = (k: keyof FsSamples, l: 'fuse' | 'bind'): number => median(s[l][k]);
     ratios.seq_read_cold_ratio = m('seqColdMBps', 'fuse') / m('seqColdMBps', 'bind');
     ratios.seq_read_warm_ratio = m('seqWarmMBps', 'fuse') / m('seqWarmMBps', 'bind');
@@ -165,6 +166,8 @@ async function fileSystem(scope: Scope, daemon: Daemon): Promise<void> {
     add('random 4 KiB reads warm (reads/s)', 'randWarmIops', 'bind / FUSE', ratios.rand_4k_warm_ratio);
     add(`find+stat ${entries} entries cold (ms)`, 'walkColdMs', 'bind / FUSE', ratios.walk_cold_ratio);
     add(`find+stat ${entries} entries warm (ms)`, 'walkWarmMs', 'bind / FUSE', ratios.walk_warm_ratio);
+    ratios.walk_drop_only_ratio = m('walkDropOnlyMs', 'fuse') / m('walkDropOnlyMs', 'bind');
+    add(`find+stat, kernel caches dropped, daemon cache warm (ms)`, 'walkDropOnlyMs', 'bind / FUSE', ratios.walk_drop_only_ratio);
     add('chroot python hello cold (ms)', 'pythonColdMs', 'bind / FUSE', ratios.python_chroot_cold_ratio);
     add('chroot python hello warm (ms)', 'pythonWarmMs', 'bind / FUSE', ratios.python_chroot_warm_ratio);
   } finally {
@@ -184,10 +187,16 @@ async function memory(daemon: Daemon): Promise<void> {
     await settle();
     rss.idle = await rssMb(daemon.pid);
     let n = 0;
+    const registerMs: number[] = [];
+    const mountMs: number[] = [];
     for (const target of [1, 10, 100]) {
       for (; n < target; n++) {
+        const t1 = nowMs();
         await mounts[n]?.register();
+        const t2 = nowMs();
         await mounts[n]?.mount();
+        registerMs.push(t2 - t1);
+        mountMs.push(nowMs() - t2);
       }
       await settle();
       rss[`layers_${target}`] = await rssMb(daemon.pid);
@@ -200,7 +209,8 @@ async function memory(daemon: Daemon): Promise<void> {
     await settle();
     rss.layers_100_cache_full = await rssMb(daemon.pid);
     log(`daemon RSS with 100 layers and a full metadata cache: ${fmt(rss.layers_100_cache_full)} MiB (walk ${fmt(walkMs)} ms)`);
-    raw.memory = { rssMb: rss, walk100LayersMs: walkMs };
+    raw.memory = { rssMb: rss, walk100LayersMs: walkMs, remotePrepareMs: summarize(registerMs), viewMountMs: summarize(mountMs) };
+    addRow('remote Prepare (AlreadyExists) / View that mounts, over gRPC (ms)', registerMs, mountMs, 'Prepare / View', undefined);
     ratios.rss_100_layers_mb = rss.layers_100;
     ratios.rss_100_layers_cache_full_mb = rss.layers_100_cache_full;
     rows.push(['daemon RSS idle / 1 / 10 / 100 layers / +cache full (MiB)', [rss.idle, rss.layers_1, rss.layers_10, rss.layers_100, rss.layers_100_cache_full].map((x) => fmt(x)).join(' / '), '', 'MiB', '']);
