@@ -97,6 +97,58 @@ interface FuseClass {
   unmount(mnt: string, cb: (err: Error | null) => void): void;
 }
 
+/** The two fuse-native internals that guardXattrBuffers replaces (index.js, `_op_getxattr` and `_op_listxattr`). */
+type Signal = (code: number, buf: ArrayBufferLike) => void;
+interface FuseInternals {
+  ops: FuseOps;
+  _op_getxattr?: (this: FuseInternals, signal: Signal, path: string, name: string, valueBuf: Buffer, position: number) => void;
+  _op_listxattr?: (this: FuseInternals, signal: Signal, path: string, listBuf: Buffer) => void;
+}
+
+const ENODATA = -61;
+const ERANGE = -34;
+
+/**
+ * fuse-native copies an xattr value (or name list) into the caller's buffer without checking
+ * its size and returns the full length; libfuse then replies with more bytes than the buffer
+ * it allocated, and the kernel rejects the reply, so the caller gets an error instead of the
+ * ERANGE that tells it to retry with a bigger buffer. These replacements answer ERANGE.
+ */
+function guardXattrBuffers(proto: FuseInternals): void {
+  if (typeof proto._op_getxattr === 'function') {
+    proto._op_getxattr = function (signal, path, name, valueBuf, position) {
+      const getxattr = this.ops.getxattr;
+      if (!getxattr) return signal(ENODATA, valueBuf.buffer);
+      getxattr(path, name, position, (code, value) => {
+        if (code !== 0) return signal(code, valueBuf.buffer);
+        if (!value) return signal(ENODATA, valueBuf.buffer);
+        if (valueBuf.length === 0) return signal(value.length, valueBuf.buffer);
+        if (value.length > valueBuf.length) return signal(ERANGE, valueBuf.buffer);
+        value.copy(valueBuf);
+        return signal(value.length, valueBuf.buffer);
+      });
+    };
+  }
+  if (typeof proto._op_listxattr === 'function') {
+    proto._op_listxattr = function (signal, path, listBuf) {
+      const listxattr = this.ops.listxattr;
+      if (!listxattr) return signal(0, listBuf.buffer);
+      listxattr(path, (code, names) => {
+        if (code !== 0 || !names) return signal(code, listBuf.buffer);
+        const size = names.reduce((n, x) => n + Buffer.byteLength(x) + 1, 0);
+        if (listBuf.length === 0) return signal(size, listBuf.buffer);
+        if (size > listBuf.length) return signal(ERANGE, listBuf.buffer);
+        let at = 0;
+        for (const x of names) {
+          at += listBuf.write(x, at);
+          listBuf[at++] = 0;
+        }
+        return signal(at, listBuf.buffer);
+      });
+    };
+  }
+}
+
 let loaded: FuseClass | undefined;
 
 /**
@@ -108,8 +160,9 @@ let loaded: FuseClass | undefined;
 export function loadFuse(): FuseClass {
   if (loaded) return loaded;
   const require = createRequire(import.meta.url);
-  const cls = require('fuse-native') as FuseClass;
+  const cls = require('fuse-native') as FuseClass & { prototype: FuseInternals };
   cls.unmount = (_mnt, cb) => process.nextTick(cb, null);
+  guardXattrBuffers(cls.prototype);
   loaded = cls;
   return cls;
 }

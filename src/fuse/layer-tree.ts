@@ -273,7 +273,7 @@ export class LayerTree {
   private rawStat(p: string): Promise<CacheAnswer<LayerMeta>> {
     return this.cache.resolve(this.key('s', p), async () => {
       try {
-        return valueAnswer<LayerMeta>({ t: 'stat', stat: toFuseStat(await fs.promises.lstat(this.host(p))) });
+        return valueAnswer<LayerMeta>({ t: 'stat', stat: toFuseStat(await lstatHost(this.host(p))) });
       } catch (err) {
         const code = codeOf(err);
         if (isDefinitiveCode(code)) return absentAnswer<LayerMeta>(code);
@@ -389,6 +389,10 @@ function openFd(p: string, flags: number): Promise<number> {
 
 function readFd(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+function lstatHost(p: string): Promise<fs.Stats> {
+  return new Promise((resolve, reject) => fs.lstat(p, (err, st) => (err ? reject(err) : resolve(st))));
 }
 
 function closeFd(fd: number): Promise<void> {

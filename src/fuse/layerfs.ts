@@ -19,6 +19,8 @@ export interface LayerFsTuning {
    * would land in a buffer that libfuse has already reused.
    */
   opTimeoutMs: number | false;
+  /** Kernel read-ahead for the mount in KiB (see readahead.ts); 0 leaves the kernel default. */
+  readAheadKb: number;
   debug: boolean;
 }
 
@@ -28,6 +30,7 @@ export const DEFAULT_TUNING: Readonly<LayerFsTuning> = {
   negativeTimeoutSec: 86400,
   allowOther: true,
   opTimeoutMs: false,
+  readAheadKb: 512,
   debug: false,
 };
 

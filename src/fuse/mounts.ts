@@ -9,7 +9,8 @@ import { loadFuse, type FuseInstance } from './fuse-native.js';
 import { LayerTree, type LayerCache } from './layer-tree.js';
 import { DEFAULT_TUNING, layerFuseOps, layerMountOptions, type LayerFsTuning } from './layerfs.js';
 import { fuseMountsUnder, isFuseType, overlaysUsing, readMountInfo, type MountInfo } from './mountinfo.js';
-import { kernelUnmount, probeMount, type UnmountOutcome } from './unmount.js';
+import { abortConnection, kernelUnmount, probeMount, type MountHealth, type UnmountOutcome } from './unmount.js';
+import { setReadAheadKb } from './readahead.js';
 
 export type { UnmountOutcome } from './unmount.js';
 
@@ -160,6 +161,7 @@ export class FuseLayerMounter implements LayerMounter {
         const health = ours ? undefined : await probeMount(mp, this.probeTimeoutMs);
         const stale = health !== undefined && health.health !== 'alive';
         try {
+          if (health) await this.abortIfHung(m, health.health);
           await this.unmountLocked(mp);
           if (stale) {
             this.count.staleCleared++;
@@ -230,6 +232,11 @@ export class FuseLayerMounter implements LayerMounter {
     }
     this.served.set(mp, { mountpoint: mp, layerDir: root, fuse, tree, log });
     this.count.mounts++;
+    if (this.tuning.readAheadKb > 0) {
+      const dev = (await readMountInfo()).find((m) => m.mountPoint === mp)?.majorMinor;
+      // Only speed is at stake: a kernel without the knob still serves the layer.
+      if (dev) await setReadAheadKb(dev, this.tuning.readAheadKb).catch((err: unknown) => log.debug({ err }, 'could not raise read-ahead'));
+    }
     log.info('mounted layer');
   }
 
@@ -243,6 +250,7 @@ export class FuseLayerMounter implements LayerMounter {
       const top = here[here.length - 1] as MountInfo;
       throw new FailedPrecondition(`${mp} already has a live ${top.fsType} mount from ${top.source}; unmount it first`);
     }
+    for (const m of here) await this.abortIfHung(m, health.health);
     while ((await readMountInfo()).some((m) => m.mountPoint === mp)) {
       await this.kernelUnmountCounted(mp);
     }
@@ -270,6 +278,13 @@ export class FuseLayerMounter implements LayerMounter {
     }
     if (s) await this.release(s, outcome);
     return outcome;
+  }
+
+  /** A foreign mount whose server does not answer: free whoever waits on it before unmounting. */
+  private async abortIfHung(m: MountInfo, health: MountHealth): Promise<void> {
+    if (health !== 'unresponsive') return;
+    const aborted = await abortConnection(m.majorMinor);
+    this.log.warn({ mountpoint: m.mountPoint, connection: m.majorMinor, aborted }, 'FUSE mount does not answer; aborting its connection');
   }
 
   /** The canonical mountpoint and every path a caller used for it (overlays name it either way). */

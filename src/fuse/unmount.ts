@@ -2,6 +2,7 @@
 // so tests can count them), never as fs calls from the daemon: a stat on a hung FUSE mount
 // blocks its thread until the server answers, and a blocked libuv pool thread would also stall
 // every layer this daemon serves. A child blocked that way is simply killed at its deadline.
+import fs from 'node:fs';
 import { exec } from '../sys/exec.js';
 
 export type UnmountOutcome = 'unmounted' | 'lazy';
@@ -49,4 +50,21 @@ export async function probeMount(mp: string, timeoutMs = 2000): Promise<{ health
   if (r.signal !== null) return { health: 'unresponsive', detail: `stat killed by ${r.signal} after ${timeoutMs} ms` };
   if (/not connected|connection aborted/i.test(detail)) return { health: 'dead', detail };
   return { health: 'error', detail };
+}
+
+/**
+ * Aborts a FUSE connection through fusectl, so that processes stuck waiting for a server that
+ * will never answer get ENOTCONN instead of hanging. A server can look alive after it died when
+ * a child of it inherited /dev/fuse (libfuse opens it without O_CLOEXEC) and outlived it.
+ * Returns false when fusectl is not mounted or the connection is already gone.
+ */
+export async function abortConnection(majorMinor: string, connections = '/sys/fs/fuse/connections'): Promise<boolean> {
+  const minor = /^0:(\d+)$/.exec(majorMinor)?.[1];
+  if (minor === undefined) return false;
+  try {
+    await fs.promises.writeFile(`${connections}/${minor}/abort`, '1');
+    return true;
+  } catch {
+    return false;
+  }
 }

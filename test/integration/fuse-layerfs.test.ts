@@ -123,6 +123,30 @@ test('xattrs: user ones on files and directories, binary values, trusted ones on
   assert.match(none.stderr, /No such attribute/);
 });
 
+test('an xattr buffer that is too small gets ERANGE, so the caller can retry with a bigger one', async () => {
+  const py = `
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+p = sys.argv[1].encode()
+buf = ctypes.create_string_buffer(64)
+def call(f, *a):
+    r = f(*a)
+    return r if r >= 0 else -ctypes.get_errno()
+print(call(libc.getxattr, p, b'user.color', buf, 2), call(libc.getxattr, p, b'user.color', buf, 64), buf.raw[:4])
+print(call(libc.listxattr, p, buf, 3), call(libc.listxattr, p, None, 0), call(libc.listxattr, p, buf, 64))
+`;
+  const out = await shOk(`python3 -c ${q(py)} ${q(mnt + '/file.txt')}`);
+  const host = await shOk(`python3 -c ${q(py)} ${q(layer + '/file.txt')}`);
+  assert.equal(out, host);
+  assert.match(out, /^-34 4 b'blue'/);
+});
+
+test('the kernel read-ahead of the mount is raised', async () => {
+  const mi = (await fs.promises.readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.includes('layer\\040one'));
+  const dev = mi?.split(' ')[2];
+  assert.equal((await fs.promises.readFile(`/sys/class/bdi/${dev}/read_ahead_kb`, 'utf8')).trim(), '512');
+});
+
 test('fifos, devices, setuid/setgid/sticky modes and odd owners come through', async () => {
   const out = await shOk(`cd ${q(mnt)} && stat -c '%n %F %a %u:%g %t:%T' fifo chardev blockdev setuid setgid-dir sticky odd-owner noperm`);
   assert.deepEqual(out.trim().split('\n'), [

@@ -140,6 +140,23 @@ test('reconcile: stale mounts go, unwanted ones go, wanted ones stay, and wanted
   }
 });
 
+test('reconcile clears a hung mount (server stopped): it is aborted and unmounted, not waited on', async () => {
+  const mp = path.join(root, 'mnt', 'hung', 'one');
+  const child = await mountInChild(layer('a'), mp);
+  const m = new FuseLayerMounter({ log: silentLogger(), probeTimeoutMs: 500 });
+  try {
+    child.child.kill('SIGSTOP');
+    assert.equal((await probeMount(mp, 500)).health, 'unresponsive');
+    const r = await m.reconcile(path.join(root, 'mnt', 'hung'), new Set());
+    assert.deepEqual(r.staleCleared, [mp]);
+    assert.deepEqual(r.unmounted, [mp]);
+    assert.deepEqual(await fuseUnder(path.join(root, 'mnt', 'hung')), []);
+  } finally {
+    await child.kill();
+    await m.close();
+  }
+});
+
 test('a failing store reaches the caller as EIO, is logged, and the daemon keeps serving', async () => {
   // A dead FUSE mount inside the layer directory: every lstat of it fails with ENOTCONN.
   const broken = path.join(root, 'store', 'broken');
