@@ -17,6 +17,9 @@ before(async () => {
   layer = path.join(root, 'store/ab/layerfs');
   mnt = path.join(root, 'mnt/layer one'); // a space, to exercise mountinfo's \040
   await buildSampleLayer(layer);
+  // mkdtemp makes 0700; another user must be able to reach the mountpoint.
+  fs.chmodSync(root, 0o755);
+  fs.mkdirSync(path.dirname(mnt), { recursive: true, mode: 0o755 });
   mounter = new FuseLayerMounter({ log: silentLogger(), cacheEntries: 10_000 });
   await mounter.mount(layer, mnt);
 });
@@ -177,6 +180,18 @@ test('AUFS opaque dir: trusted.overlay.opaque=y, marker not listed; overlayfs-st
   assert.equal((await shOk(`stat -c '%F %t:%T' ${q(mnt)}/ovl-wh`)).trim(), 'character special file 0:0');
   const plain = await sh(`getfattr --absolute-names -n trusted.overlay.opaque ${q(mnt)}/sub`);
   assert.match(plain.stderr, /No such attribute/);
+});
+
+test('another user can use the mount, and the kernel enforces the layer\'s modes for them', async () => {
+  const as = (cmd: string): Promise<{ code: number | null; stderr: string; stdout: string }> =>
+    sh(`setpriv --reuid=65534 --regid=65534 --clear-groups sh -c ${q(cmd)}`);
+  assert.equal((await as(`cat ${q(mnt)}/file.txt`)).stdout, 'hello\n');
+  assert.equal((await as(`ls ${q(mnt)}/sub`)).stdout, 'gone\nkept\n');
+  for (const f of ['odd-owner', 'noperm']) {
+    const r = await as(`cat ${q(mnt)}/${f}`);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /Permission denied/);
+  }
 });
 
 test('every kind of write answers EROFS', async () => {

@@ -17,6 +17,7 @@ before(async () => {
   await shOk(`set -e; cd ${q(root)}; mkdir -p l1/dir l1/opq l1/keepdir l2/dir l2/opq l3/keepdir
     echo 'lower a' > l1/a; echo b > l1/b; echo x > l1/x; echo 1 > l1/dir/1; echo 2 > l1/dir/2
     echo old1 > l1/opq/old1; echo old2 > l1/opq/old2; echo k > l1/keepdir/k
+    mkdir -p l1/gonedir/sub; echo g > l1/gonedir/sub/g; : > l2/.wh.gonedir
     echo 'upper a' > l2/a; : > l2/.wh.x; echo 3 > l2/dir/3; : > l2/dir/.wh.1
     : > l2/opq/.wh..wh..opq; echo new > l2/opq/new
     mknod l3/b c 0 0; setfattr -n trusted.overlay.opaque -v y l3/keepdir; echo n2 > l3/keepdir/new2
@@ -48,6 +49,7 @@ test('a read-only overlay of three FUSE layers: deletions, opaque dirs and no .w
     assert.equal((await shOk(`find ${q(merged)} -name '.wh.*' -o -type c`)).trim(), '');
     assert.match((await sh(`cat ${q(merged)}/x`)).stderr, /No such file/);
     assert.match((await sh(`cat ${q(merged)}/opq/old1`)).stderr, /No such file/);
+    assert.match((await sh(`ls ${q(merged)}/gonedir`)).stderr, /No such file/, 'a whole directory deleted');
   } finally {
     await shOk(`umount ${q(merged)}`);
   }
