@@ -142,7 +142,8 @@ export class FuseLayerMounter implements LayerMounter {
     for (const k of keep) wanted.add(this.aliases.get(path.resolve(k)) ?? await canonicalMountpoint(k));
     const report: ReconcileReport = { kept: [], unmounted: [], staleCleared: [], missing: [], failed: [] };
 
-    const present = fuseMountsUnder(await readMountInfo(), root);
+    // One entry per mountpoint: unmountLocked takes every mount stacked on a point at once.
+    const present = [...new Map(fuseMountsUnder(await readMountInfo(), root).map((m) => [m.mountPoint, m] as const)).values()];
     const presentPoints = new Set(present.map((m) => m.mountPoint));
     // Ours but gone from the kernel (someone ran umount): release our side.
     for (const [mp, s] of this.served) {
