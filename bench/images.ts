@@ -130,11 +130,6 @@ export async function pushLayout(c: CachedLayout, registry: Registry, name: stri
   return ref;
 }
 
-/** Sum of the layers' uncompressed sizes (bytes), from the diff tarballs' lengths is not recorded; use du on a store. */
-export function layerCount(c: CachedLayout): number {
-  return c.image.layers.length;
-}
-
 // `node dist/bench/images.js` builds both images ahead of a run.
 if (process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
   const s = await smallImageLayout();

@@ -2,8 +2,10 @@
 // the FUSE layer against a bind mount of the same layer directory, on a private containerd,
 // registry, layer store and daemon (test/helpers). Writes bench/results/latest.json, the ratio
 // chart and the results section of bench/README.md, and prints a table.
+import { statSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { execOk } from '../src/sys/exec.js';
@@ -128,6 +130,20 @@ async function fileSystem(scope: Scope, daemon: Daemon): Promise<void> {
     const dirs = Number((await execOk('sh', ['-c', 'find "$1" -type d | wc -l', 'sh', bindDir])).stdout.trim());
     const fuseEntries = await countEntries(fuse.mountpoint);
     if (entries !== fuseEntries) throw new Error(`find sees ${fuseEntries} entries over FUSE but ${entries} over the bind mount`);
+    // One FUSE round trip, isolated: stat() of names that do not exist (uncached negative lookups).
+    const lookupUs = (dir: string, tag: string): number => {
+      const n = 5000;
+      const t = nowMs();
+      for (let i = 0; i < n; i++) { try { statSync(join(dir, `absent-${tag}-${i}`)); } catch { /* ENOENT expected */ } }
+      return ((nowMs() - t) * 1000) / n;
+    };
+    const lookup = { fuseUs: [] as number[], bindUs: [] as number[] };
+    for (let i = 0; i < FS_REPS; i++) {
+      lookup.fuseUs.push(lookupUs(fuse.mountpoint, `${Date.now()}-${i}`));
+      lookup.bindUs.push(lookupUs(bindDir, `${Date.now()}-${i}`));
+    }
+    raw.lookup_missing_name = lookup;
+    addRow('stat() of a missing name: one lookup round trip (µs)', lookup.bindUs, lookup.fuseUs, 'bind / FUSE', median(lookup.fuseUs) / median(lookup.bindUs));
     let remounted = 0;
     const fuseTarget: FsTarget = {
       label: 'fuse',
@@ -263,6 +279,14 @@ async function main(): Promise<void> {
     '',
     ...notes.map((n) => `Note: ${n}`),
   ].join('\n');
+  const partial = only.size < SECTIONS.length;
+  if (partial) {
+    // A partial run must not replace the complete result the README describes.
+    const file = join(BENCH_DIR, 'results', `partial-${[...only].join('-')}.json`);
+    await writeFile(file, `${JSON.stringify(json, null, 2)}\n`);
+    process.stdout.write(`\n${md}\n\nwrote ${file} (partial run: latest.json and the README are left alone)\n`);
+    return;
+  }
   await writeOutputs(BENCH_DIR, json, ratioChartSvg(ratios, `cvmfs-snapshotter bench ${json.date.slice(0, 10)}${quick ? ' (quick)' : ''}`), md);
   process.stdout.write(`\n${md}\n\nwrote bench/results/latest.json, bench/results/ratios.svg\n`);
 }
