@@ -2,8 +2,8 @@
 // unpacked.cern.ch. On a terminal it draws one progress bar per layer; otherwise (CI, logs,
 // pipes) it prints one plain line per layer.
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
+import { parseCommand, usageError as commandUsageError } from './args.js';
 import { SnapshotterError } from '../errors.js';
 import { LayerStore } from '../layers/store.js';
 import { credentialsFromEnv, ingestImage, parsePlatform, type IngestEvent, type Platform } from '../layers/ingest/index.js';
@@ -27,27 +27,14 @@ registry that needs credentials; without them, anonymous tokens are used.
 `;
 
 export async function ingestCommand(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        store: { type: 'string' },
-        'plain-http': { type: 'boolean', default: false },
-        platform: { type: 'string' },
-        jobs: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (err) {
-    return usageError((err as Error).message);
-  }
+  const parsed = parseCommand('ingest', USAGE, args, {
+    store: { type: 'string' },
+    'plain-http': { type: 'boolean', default: false },
+    platform: { type: 'string' },
+    jobs: { type: 'string' },
+  });
+  if (typeof parsed === 'number') return parsed;
   const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
   if (!values.store) return usageError('--store DIR is required');
   if (positionals.length === 0) return usageError('name at least one IMAGE to ingest');
   let platform: Platform | undefined;
@@ -90,10 +77,7 @@ export async function ingestCommand(args: string[]): Promise<number> {
   return failed === 0 ? 0 : 1;
 }
 
-function usageError(message: string): number {
-  process.stderr.write(`cvmfs-snapshotter ingest: ${message}\nRun 'cvmfs-snapshotter ingest --help' for usage.\n`);
-  return 2;
-}
+const usageError = (message: string): number => commandUsageError('ingest', message);
 
 function errorText(err: unknown): string {
   if (err instanceof SnapshotterError || err instanceof Error) return err.message;

@@ -4,7 +4,7 @@
 // Before pulling it checks that containerd is there and that its CRI is set up for this
 // snapshotter, and says exactly what to change when it is not.
 import { stat } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
+import { parseCommand, usageError as commandUsageError } from './args.js';
 import { errnoCode } from '../errors.js';
 import { exec } from '../sys/exec.js';
 import { parseManifest, type ImageManifest } from '../layers/ingest/manifest.js';
@@ -49,26 +49,13 @@ shows the value in force ("DisableSnapshotAnnotations:false").
 }
 
 export async function pullCommand(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        containerd: { type: 'string', default: DEFAULT_CONTAINERD_SOCKET },
-        verbose: { type: 'boolean', short: 'v', default: false },
-        force: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (err) {
-    return usageError((err as Error).message);
-  }
+  const parsed = parseCommand('pull', USAGE, args, {
+    containerd: { type: 'string', default: DEFAULT_CONTAINERD_SOCKET },
+    verbose: { type: 'boolean', short: 'v', default: false },
+    force: { type: 'boolean', default: false },
+  });
+  if (typeof parsed === 'number') return parsed;
   const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
   if (positionals.length !== 1) return usageError(positionals.length === 0 ? 'name the IMAGE to pull' : 'pull takes exactly one IMAGE');
   const image = positionals[0] as string;
   const socket = values.containerd;
@@ -112,10 +99,7 @@ export async function pullCommand(args: string[]): Promise<number> {
   }
 }
 
-function usageError(message: string): number {
-  process.stderr.write(`cvmfs-snapshotter pull: ${message}\nRun 'cvmfs-snapshotter pull --help' for usage.\n`);
-  return 2;
-}
+const usageError = (message: string): number => commandUsageError('pull', message);
 
 function fail(message: string, code = 1): number {
   process.stderr.write(`error: ${message}\n`);

@@ -283,7 +283,8 @@ export class Snapshotter {
     }
     validateKey(decision.target, 'target');
     const remoteLabels: Labels = { ...validateLabels(labels, key), [REMOTE_LABEL]: decision.digest };
-    const made = await this.makeRemoteDir();
+    // An empty fs/ directory: the mountpoint of the layer.
+    const made = await this.makeDirs('committed', undefined);
     try {
       this.store.tx(() => {
         if (this.store.get(decision.target)) return;
@@ -298,12 +299,6 @@ export class Snapshotter {
     }
     log.info({ target: decision.target }, 'layer served from the store');
     throw new AlreadyExists(`target snapshot "${decision.target}" already exists`);
-  }
-
-  private async makeRemoteDir(): Promise<string> {
-    const tmp = await mkdtemp(join(snapshotsDir(this.root), 'new-'));
-    await mkdir(join(tmp, 'fs'), { mode: 0o755 });
-    return tmp;
   }
 
   /** Unmounts every layer that no active snapshot or view stands on any more. */

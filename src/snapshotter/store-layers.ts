@@ -44,17 +44,15 @@ export class StoreLayers implements RemoteLayers {
   mount(digest: string, dir: string): Promise<void> {
     return this.serialize(dir, async () => {
       if (this.mounter.isMounted(dir)) return;
-      const log = this.log.child({ digest, mountpoint: dir });
-      await this.mounter.mount(this.store.layerPath(digest), dir, log);
-      log.info('layer mounted');
+      // The mounter logs the mount and, later, its unmount with this logger's digest.
+      await this.mounter.mount(this.store.layerPath(digest), dir, this.log.child({ digest, mountpoint: dir }));
     });
   }
 
   unmount(dir: string, stillUnused: () => boolean): Promise<void> {
     return this.serialize(dir, async () => {
       if (!this.mounter.isMounted(dir) || !stillUnused()) return;
-      const outcome = await this.mounter.unmount(dir);
-      this.log.info({ mountpoint: dir, outcome }, 'layer unmounted');
+      await this.mounter.unmount(dir);
     });
   }
 
