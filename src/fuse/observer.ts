@@ -1,0 +1,11 @@
+// What the FUSE layer reports about its own work, for metrics. The FUSE layer calls these on
+// every request; the metrics module (src/metrics) implements them. Both sides may live in a
+// different process from the gRPC daemon, so nothing here may hold a reference to the daemon.
+export interface FuseObserver {
+  /** One kernel request answered: its FUSE opcode name in lower case ("lookup", "read", ...). */
+  op(name: string, seconds: number, errno: number): void;
+  /** File bytes handed to the kernel by READ. */
+  bytesServed(n: number): void;
+}
+
+export const NO_OBSERVER: FuseObserver = { op: () => undefined, bytesServed: () => undefined };
