@@ -11,6 +11,7 @@ import { DEFAULT_TUNING, layerFuseOps, layerMountOptions, type LayerFsTuning } f
 import { fuseMountsUnder, isFuseType, overlaysUsing, readMountInfo, type MountInfo } from './mountinfo.js';
 import { abortConnection, kernelUnmount, probeMount, type MountHealth, type UnmountOutcome } from './unmount.js';
 import { setReadAheadKb } from './readahead.js';
+import type { FuseObserver } from './observer.js';
 
 export type { UnmountOutcome } from './unmount.js';
 
@@ -80,6 +81,8 @@ export interface FuseLayerMounterOptions {
   probeTimeoutMs?: number;
   /** How long the kernel may take to send FUSE_INIT after the mount syscall. */
   mountTimeoutMs?: number;
+  /** Told about every answered request and the bytes served (metrics). */
+  observer?: FuseObserver;
 }
 
 export const DEFAULT_CACHE_ENTRIES = 200_000;
