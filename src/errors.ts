@@ -7,6 +7,7 @@ export type ErrorKind =
   | 'FailedPrecondition'
   | 'InvalidArgument'
   | 'Unavailable'
+  | 'ResourceExhausted'
   | 'Unimplemented'
   | 'Internal';
 

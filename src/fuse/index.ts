@@ -3,8 +3,8 @@ export { FuseLayerMounter, DEFAULT_CACHE_ENTRIES } from './mounts.js';
 export type {
   LayerMounter, FuseLayerMounterOptions, ReconcileReport, CloseReport, MounterCounters, MountFailure, UnmountOutcome,
 } from './mounts.js';
-export { DEFAULT_TUNING, LAYER_FS_SUBTYPE } from './layerfs.js';
-export type { LayerFsTuning } from './layerfs.js';
+export { DEFAULT_TUNING, LAYER_FS_SUBTYPE, threadPoolSize } from './tuning.js';
+export type { LayerFsTuning } from './tuning.js';
 export { readMountInfo, fuseMountsUnder, parseMountInfo } from './mountinfo.js';
 export type { MountInfo } from './mountinfo.js';
 export { probeMount } from './unmount.js';

@@ -12,9 +12,8 @@ import { getAttribute, listAttributes } from 'fs-xattr';
 import type { Logger } from '../log.js';
 import { MetadataCache, absentAnswer, valueAnswer, type CacheAnswer } from '../cache/index.js';
 import { FsError, codeOf, isDefinitiveCode } from './errno.js';
-import type { FuseStat, FuseStatfs } from './fuse-native.js';
 import { joinLayerPath, layerPathComponents, splitParent } from './layer-path.js';
-import { toFuseStat, toFuseStatfs } from './stat.js';
+import { toLayerAttr, toLayerStatfs, type LayerAttr, type LayerStatfs } from './stat.js';
 import {
   OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, isDirectoryMode, isHiddenName, isRegularMode, isSymlinkMode,
   translateListing, whiteoutMarkerFor, whiteoutStat, type ListedEntry,
@@ -30,7 +29,7 @@ export interface DirListing {
 
 /** What the metadata cache holds for a layer; the key's kind letter says which variant. */
 export type LayerMeta =
-  | { readonly t: 'stat'; readonly stat: FuseStat }
+  | { readonly t: 'stat'; readonly stat: LayerAttr }
   | { readonly t: 'dir'; readonly listing: DirListing }
   | { readonly t: 'link'; readonly target: string }
   | { readonly t: 'xattr'; readonly value: Buffer }
@@ -54,12 +53,12 @@ export interface TranslatedNode {
   /** The path in normal form ("/a/b"). */
   readonly path: string;
   readonly whiteout: boolean;
-  readonly stat: FuseStat;
+  readonly stat: LayerAttr;
 }
 
 export interface DirReply {
   readonly names: string[];
-  readonly stats: FuseStat[];
+  readonly stats: LayerAttr[];
 }
 
 // Linux O_PATH; Node does not export it. Same value on x86_64 and arm64.
@@ -67,7 +66,7 @@ const O_PATH = 0o10000000;
 const O_ACCMODE = 3;
 const OPAQUE_VALUE = Buffer.from('y');
 /** Mode 0 becomes DT_UNKNOWN in the directory entry; ino must not be 0, or libc skips the entry. */
-const UNKNOWN_STAT: FuseStat = { mode: 0, uid: 0, gid: 0, size: 0, dev: 0, nlink: 1, ino: 0xffffffff, rdev: 0, blksize: 0, blocks: 0, atime: 0, mtime: 0, ctime: 0 };
+const UNKNOWN_STAT: LayerAttr = { mode: 0, uid: 0, gid: 0, size: 0, nlink: 1, ino: 0xffffffffn, rdev: 0, blksize: 0, blocks: 0, atimeNs: 0n, mtimeNs: 0n, ctimeNs: 0n };
 
 export class LayerTree {
   readonly root: string;
@@ -95,7 +94,7 @@ export class LayerTree {
 
   // ---- metadata -------------------------------------------------------------------------------
 
-  async getattr(p: string): Promise<FuseStat> {
+  async getattr(p: string): Promise<LayerAttr> {
     return (await this.node(p)).stat;
   }
 
@@ -130,7 +129,7 @@ export class LayerTree {
     const dirStat = await this.realStat(path);
     const listing = await this.listing(path);
     const names: string[] = ['.', '..'];
-    const stats: FuseStat[] = [dirStat, dirStat];
+    const stats: LayerAttr[] = [dirStat, dirStat];
     for (const e of listing.entries) {
       let a: CacheAnswer<LayerMeta>;
       try {
@@ -211,8 +210,8 @@ export class LayerTree {
     return names;
   }
 
-  async statfs(): Promise<FuseStatfs> {
-    return toFuseStatfs(await fs.promises.statfs(this.root));
+  async statfs(): Promise<LayerStatfs> {
+    return toLayerStatfs(await fs.promises.statfs(this.root));
   }
 
   // ---- data -----------------------------------------------------------------------------------
@@ -273,7 +272,7 @@ export class LayerTree {
   private rawStat(p: string): Promise<CacheAnswer<LayerMeta>> {
     return this.cache.resolve(this.key('s', p), async () => {
       try {
-        return valueAnswer<LayerMeta>({ t: 'stat', stat: toFuseStat(await lstatHost(this.host(p))) });
+        return valueAnswer<LayerMeta>({ t: 'stat', stat: toLayerAttr(await lstatHost(this.host(p))) });
       } catch (err) {
         const code = codeOf(err);
         if (isDefinitiveCode(code)) return absentAnswer<LayerMeta>(code);
@@ -282,7 +281,7 @@ export class LayerTree {
     });
   }
 
-  private async realStat(p: string): Promise<FuseStat> {
+  private async realStat(p: string): Promise<LayerAttr> {
     const a = await this.rawStat(p);
     if (a.kind === 'absent') throw new FsError(a.reason);
     return statOf(a.value);
@@ -361,7 +360,7 @@ export class LayerTree {
   }
 }
 
-function statOf(m: LayerMeta): FuseStat {
+function statOf(m: LayerMeta): LayerAttr {
   if (m.t !== 'stat') throw wrongKind(m);
   return m.stat;
 }
@@ -391,8 +390,8 @@ function readFd(fd: number, buf: Buffer, off: number, len: number, pos: number):
   return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
-function lstatHost(p: string): Promise<fs.Stats> {
-  return new Promise((resolve, reject) => fs.lstat(p, (err, st) => (err ? reject(err) : resolve(st))));
+function lstatHost(p: string): Promise<fs.BigIntStats> {
+  return new Promise((resolve, reject) => fs.lstat(p, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st))));
 }
 
 function closeFd(fd: number): Promise<void> {

@@ -5,13 +5,15 @@ import path from 'node:path';
 import { SnapshotterError, FailedPrecondition, NotFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import { MetadataCache, type CacheStats } from '../cache/index.js';
-import { loadFuse, type FuseInstance } from './fuse-native.js';
 import { LayerTree, type LayerCache } from './layer-tree.js';
-import { DEFAULT_TUNING, layerFuseOps, layerMountOptions, type LayerFsTuning } from './layerfs.js';
+import { DEFAULT_TUNING, LAYER_FS_NAME, LAYER_FS_SUBTYPE, RESERVED_THREADS, threadPoolSize, type LayerFsTuning } from './tuning.js';
+import { LayerOps } from './layer-ops.js';
+import { FuseSession } from './kernel/session.js';
+import { mountFuseDevice } from './kernel/dev-mount.js';
 import { fuseMountsUnder, isFuseType, overlaysUsing, readMountInfo, type MountInfo } from './mountinfo.js';
 import { abortConnection, kernelUnmount, probeMount, type MountHealth, type UnmountOutcome } from './unmount.js';
 import { setReadAheadKb } from './readahead.js';
-import type { FuseObserver } from './observer.js';
+import { NO_OBSERVER, type FuseObserver } from './observer.js';
 
 export type { UnmountOutcome } from './unmount.js';
 
@@ -83,6 +85,8 @@ export interface FuseLayerMounterOptions {
   mountTimeoutMs?: number;
   /** Told about every answered request and the bytes served (metrics). */
   observer?: FuseObserver;
+  /** The libuv pool size of this process; by default what UV_THREADPOOL_SIZE says. */
+  poolThreads?: number;
 }
 
 export const DEFAULT_CACHE_ENTRIES = 200_000;
@@ -90,7 +94,9 @@ export const DEFAULT_CACHE_ENTRIES = 200_000;
 interface Served {
   readonly mountpoint: string;
   readonly layerDir: string;
-  readonly fuse: FuseInstance;
+  readonly fd: number;
+  readonly session: FuseSession;
+  readonly ops: LayerOps;
   readonly tree: LayerTree;
   readonly log: Logger;
 }
@@ -99,6 +105,10 @@ export class FuseLayerMounter implements LayerMounter {
   private readonly log: Logger;
   private readonly cache: LayerCache;
   private readonly tuning: LayerFsTuning;
+  private readonly observer: FuseObserver;
+  private readonly poolThreads: number;
+  /** Sessions detached lazily that still serve their last users. */
+  private readonly draining = new Set<FuseSession>();
   private readonly probeTimeoutMs: number;
   private readonly mountTimeoutMs: number;
   /** Keyed by canonical mountpoint. */
@@ -113,6 +123,8 @@ export class FuseLayerMounter implements LayerMounter {
     this.log = opts.log;
     this.cache = opts.cache ?? new MetadataCache({ maxEntries: opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES });
     this.tuning = { ...DEFAULT_TUNING, ...opts.tuning };
+    this.observer = opts.observer ?? NO_OBSERVER;
+    this.poolThreads = opts.poolThreads ?? threadPoolSize();
     this.probeTimeoutMs = opts.probeTimeoutMs ?? 2000;
     this.mountTimeoutMs = opts.mountTimeoutMs ?? 10_000;
   }
@@ -220,21 +232,32 @@ export class FuseLayerMounter implements LayerMounter {
     await this.clearInTheWay(mp);
     await fs.promises.mkdir(mp, { recursive: true });
 
+    const readers = this.tuning.readersPerMount;
+    const busy = [...this.served.values(), ...this.draining].length * readers;
+    if (busy + readers > this.poolThreads - RESERVED_THREADS) {
+      throw new SnapshotterError('ResourceExhausted',
+        `cannot serve another layer at ${mp}: ${this.served.size} mounts already hold ${busy} of ${this.poolThreads} pool threads `
+        + `(${RESERVED_THREADS} stay free for I/O); start the FUSE server with a larger UV_THREADPOOL_SIZE (at most 1024)`);
+    }
     const tree = new LayerTree({ root, cache: this.cache, namespace: `${++this.seq}\0`, log });
-    const Fuse = loadFuse();
-    const fuse = new Fuse(mp, layerFuseOps(tree, log), layerMountOptions(this.tuning));
+    const ops = new LayerOps(tree, log, this.tuning);
+    let fd: number;
     try {
-      await withDeadline(new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve()))),
-        this.mountTimeoutMs, `FUSE_INIT for ${mp}`);
+      fd = await mountFuseDevice(mp, { source: LAYER_FS_NAME, subtype: LAYER_FS_SUBTYPE, allowOther: this.tuning.allowOther });
     } catch (err) {
-      // fuse-native can fail after the mount syscall succeeded (fuse_new rejecting an option):
-      // leave nothing behind.
-      const left = (await readMountInfo()).some((m) => m.mountPoint === mp);
-      if (left) await kernelUnmount(mp).catch((e: unknown) => log.error({ err: e }, 'could not remove a half-made mount'));
       await tree.close();
       throw new SnapshotterError('Internal', `mounting layer ${root} at ${mp}: ${errorText(err)}`, { cause: err });
     }
-    this.served.set(mp, { mountpoint: mp, layerDir: root, fuse, tree, log });
+    const session = new FuseSession(fd, ops, { log, observer: this.observer, readers });
+    try {
+      await withDeadline(session.start(true), this.mountTimeoutMs, `FUSE_INIT for ${mp}`);
+    } catch (err) {
+      // The mount exists but never came to life: leave nothing behind.
+      await kernelUnmount(mp).catch((e: unknown) => log.error({ err: e }, 'could not remove a half-made mount'));
+      await this.finish(fd, session, ops, tree);
+      throw new SnapshotterError('Internal', `mounting layer ${root} at ${mp}: ${errorText(err)}`, { cause: err });
+    }
+    this.served.set(mp, { mountpoint: mp, layerDir: root, fd, session, ops, tree, log });
     this.count.mounts++;
     if (this.tuning.readAheadKb > 0) {
       const dev = (await readMountInfo()).find((m) => m.mountPoint === mp)?.majorMinor;
@@ -315,14 +338,25 @@ export class FuseLayerMounter implements LayerMounter {
   private async release(s: Served, outcome: UnmountOutcome | 'not-mounted'): Promise<void> {
     this.served.delete(s.mountpoint);
     for (const [alias, canon] of this.aliases) if (canon === s.mountpoint) this.aliases.delete(alias);
-    // Only releases fuse-native's handles: its own unmount command is disabled (fuse-native.ts).
-    await new Promise<void>((resolve) => s.fuse.unmount((err) => {
-      if (err) s.log.warn({ err }, 'releasing fuse-native handles failed');
-      resolve();
-    }));
-    // A lazily detached mount still serves its last users: its files stay open until they go.
-    if (outcome !== 'lazy') await s.tree.close();
+    if (outcome === 'lazy') {
+      // A lazily detached mount still serves its last users: the session runs until the kernel
+      // ends the connection, when the last of them goes.
+      this.draining.add(s.session);
+      void s.session.ended.then(() => this.finish(s.fd, s.session, s.ops, s.tree)).finally(() => this.draining.delete(s.session));
+    } else {
+      await withDeadline(s.session.ended, 10_000, `the end of the FUSE connection at ${s.mountpoint}`)
+        .catch((err: unknown) => s.log.warn({ err }, 'FUSE connection did not end after unmount; closing it'));
+      await this.finish(s.fd, s.session, s.ops, s.tree);
+    }
     s.log.info({ outcome }, 'unmounted layer');
+  }
+
+  /** Closes a connection's descriptor and what its layer holds open. */
+  private async finish(fd: number, session: FuseSession, ops: LayerOps, tree: LayerTree): Promise<void> {
+    session.stop();
+    await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+    await ops.closeFiles();
+    await tree.close();
   }
 
   /** Serializes work per mountpoint, so a mount and an unmount of one point never interleave. */

@@ -1,61 +1,60 @@
-// Conversions from Node's stat results to what fuse-native can marshal (uint32 words).
-import type { Stats, StatsFs } from 'node:fs';
-import type { FuseStat, FuseStatfs } from './fuse-native.js';
+// Attributes as the layer filesystem hands them to the kernel: taken from bigint lstat results,
+// so inode numbers keep all 64 bits and times keep their nanoseconds.
+import type { BigIntStats, StatsFs } from 'node:fs';
 
-const TWO32 = 4294967296;
-
-/**
- * fuse-native passes st_ino as 32 bits. Folding the high word in (instead of cutting it off)
- * keeps stores with generation bits in the high word (XFS inode64, cvmfs) from colliding on
- * the low word alone. Hardlinks still share a number, which is what tar and du look at.
- */
-export function foldIno(ino: number): number {
-  if (ino < TWO32) return ino;
-  return ((ino % TWO32) ^ Math.floor(ino / TWO32)) >>> 0;
+export interface LayerAttr {
+  ino: bigint;
+  size: number;
+  blocks: number;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  /** The kernel's new_encode_dev form, which glibc's dev_t matches for every real device. */
+  rdev: number;
+  blksize: number;
 }
 
-export function toFuseStat(s: Stats): FuseStat {
+export interface LayerStatfs {
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  bsize: number;
+  frsize: number;
+  namelen: number;
+}
+
+export function toLayerAttr(s: BigIntStats): LayerAttr {
   return {
-    mode: s.mode,
-    uid: s.uid,
-    gid: s.gid,
-    size: s.size,
-    dev: s.dev >>> 0,
-    nlink: s.nlink,
-    ino: foldIno(s.ino),
-    rdev: s.rdev >>> 0,
-    blksize: s.blksize,
-    blocks: s.blocks,
-    atime: s.atimeMs,
-    mtime: s.mtimeMs,
-    ctime: s.ctimeMs,
+    ino: s.ino,
+    size: Number(s.size),
+    blocks: Number(s.blocks),
+    atimeNs: s.atimeNs,
+    mtimeNs: s.mtimeNs,
+    ctimeNs: s.ctimeNs,
+    mode: Number(s.mode),
+    nlink: Number(s.nlink),
+    uid: Number(s.uid),
+    gid: Number(s.gid),
+    rdev: Number(s.rdev & 0xffffffffn),
+    blksize: Number(s.blksize),
   };
 }
 
-const MAX32 = TWO32 - 1;
-
-/** Scales block counts into 32 bits by growing the block size, so df on a huge store stays right. */
-export function toFuseStatfs(s: StatsFs): FuseStatfs {
-  let bsize = s.bsize;
-  let { blocks, bfree, bavail } = s;
-  while (blocks > MAX32 && bsize < 2 ** 30) {
-    bsize *= 2;
-    blocks = Math.floor(blocks / 2);
-    bfree = Math.floor(bfree / 2);
-    bavail = Math.floor(bavail / 2);
-  }
-  const clamp = (n: number): number => Math.min(Math.max(0, n), MAX32);
+export function toLayerStatfs(s: StatsFs): LayerStatfs {
   return {
-    bsize,
-    frsize: bsize,
-    blocks: clamp(blocks),
-    bfree: clamp(bfree),
-    bavail: clamp(bavail),
-    files: clamp(s.files),
-    ffree: clamp(s.ffree),
-    favail: clamp(s.ffree),
-    fsid: 0,
-    flag: 1, // ST_RDONLY
-    namemax: 255,
+    blocks: s.blocks,
+    bfree: s.bfree,
+    bavail: s.bavail,
+    files: s.files,
+    ffree: s.ffree,
+    bsize: s.bsize,
+    frsize: s.bsize,
+    namelen: 255,
   };
 }

@@ -3,7 +3,7 @@
 // trusted.overlay.opaque xattr. Overlay-style whiteouts already present in a layer are ordinary
 // entries here and pass through untouched.
 import { constants } from 'node:fs';
-import type { FuseStat } from './fuse-native.js';
+import type { LayerAttr } from './stat.js';
 
 export const WHITEOUT_PREFIX = '.wh.';
 /** AUFS keeps its own bookkeeping under this prefix (`.wh..wh.plnk`, `.wh..wh.aufs`); never user data. */
@@ -75,7 +75,7 @@ export function translateListing(names: readonly string[]): TranslatedListing {
 }
 
 /** The overlayfs whiteout shown in place of an AUFS marker: a 0/0 character device, mode 0. */
-export function whiteoutStat(marker: FuseStat): FuseStat {
+export function whiteoutStat(marker: LayerAttr): LayerAttr {
   return { ...marker, mode: constants.S_IFCHR, rdev: 0, size: 0, nlink: 1, blocks: 0 };
 }
 

@@ -8,6 +8,7 @@ const CODES: Record<ErrorKind, Code> = {
   FailedPrecondition: Code.FAILED_PRECONDITION,
   InvalidArgument: Code.INVALID_ARGUMENT,
   Unavailable: Code.UNAVAILABLE,
+  ResourceExhausted: Code.RESOURCE_EXHAUSTED,
   Unimplemented: Code.UNIMPLEMENTED,
   Internal: Code.INTERNAL,
 };

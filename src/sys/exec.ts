@@ -12,6 +12,8 @@ export interface ExecOptions extends Pick<SpawnOptions, 'cwd' | 'env'> {
   /** Written to the child's stdin, then stdin is closed. */
   input?: string | Buffer;
   timeoutMs?: number;
+  /** Descriptors handed to the child as its fds 3, 4, ... (a /dev/fuse fd for `mount`). */
+  passFds?: readonly number[];
 }
 
 export const execCounter = { count: 0 };
@@ -20,7 +22,7 @@ export const execCounter = { count: 0 };
 export function exec(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
   execCounter.count++;
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['pipe', 'pipe', 'pipe'], timeout: opts.timeoutMs });
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['pipe', 'pipe', 'pipe', ...(opts.passFds ?? [])], timeout: opts.timeoutMs });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout?.on('data', (b: Buffer) => out.push(b));

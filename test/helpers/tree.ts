@@ -157,12 +157,3 @@ export function describeDifferences(d: readonly TreeDifference[], max = 40): str
   return lines.join('\n');
 }
 
-/** A copy of tree with every entry passed through fn (e.g. to coarsen what a comparison sees). */
-export function mapTree(tree: Tree, fn: (path: string, e: TreeEntry) => TreeEntry): Tree {
-  return new Map([...tree].map(([p, e]) => [p, fn(p, { ...e })]));
-}
-
-/** Nanoseconds as a decimal string, cut down to whole milliseconds. */
-export function truncateNsToMs(ns: string): string {
-  return ((BigInt(ns) / 1_000_000n) * 1_000_000n).toString();
-}

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants } from 'node:fs';
 import { classifyName, translateListing, whiteoutStat } from '../../src/fuse/whiteout.js';
-import type { FuseStat } from '../../src/fuse/fuse-native.js';
+import type { LayerAttr } from '../../src/fuse/stat.js';
 
 test('names: plain, whiteout, opaque marker, AUFS metadata', () => {
   assert.deepEqual(classifyName('etc'), { kind: 'plain' });
@@ -36,11 +36,11 @@ test('overlayfs-style entries are plain names and pass through', () => {
 });
 
 test('the whiteout is a 0/0 character device with no permission bits, owned like its marker', () => {
-  const marker: FuseStat = { mode: constants.S_IFREG | 0o644, uid: 7, gid: 8, size: 0, dev: 1, nlink: 1, ino: 42, rdev: 0, blksize: 4096, blocks: 0, atime: 1, mtime: 2, ctime: 3 };
+  const marker: LayerAttr = { mode: constants.S_IFREG | 0o644, uid: 7, gid: 8, size: 0, nlink: 1, ino: 42n, rdev: 0, blksize: 4096, blocks: 0, atimeNs: 1n, mtimeNs: 2n, ctimeNs: 3n };
   const w = whiteoutStat(marker);
   assert.equal(w.mode, constants.S_IFCHR);
   assert.equal(w.rdev, 0);
   assert.equal(w.uid, 7);
-  assert.equal(w.ino, 42);
-  assert.equal(w.mtime, 2);
+  assert.equal(w.ino, 42n);
+  assert.equal(w.mtimeNs, 2n);
 });
