@@ -1,6 +1,7 @@
 // The config file, with the Go CernVM-FS snapshotter's keys and defaults. An unknown key or a
 // value of the wrong type stops the daemon at start with a message that names the key.
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { errnoCode } from '../errors.js';
@@ -17,6 +18,16 @@ export interface Config {
   absoluteMountpoint: string;
   /** Bound of the FUSE layers' shared metadata cache, in entries. */
   metadataCacheEntries: number;
+  /** Where to serve Prometheus metrics; absent: no metrics endpoint. */
+  metrics?: MetricsConfig;
+}
+
+export interface MetricsConfig {
+  /** As written in the file, e.g. "127.0.0.1:9110". */
+  address: string;
+  /** IP address or host name without brackets; empty for every interface (":9110"). */
+  host: string;
+  port: number;
 }
 
 export const DEFAULT_CACHE_ENTRIES = 200_000;
@@ -29,13 +40,64 @@ function expectString(file: string, key: string, v: unknown): string {
   return v;
 }
 
-const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries'];
+const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries', '[metrics]'];
+const KNOWN_METRICS_KEYS = ['address'];
+
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/**
+ * "host:port", "[ipv6]:port" or ":port" (every interface), as Go's net.Listen takes it. The port
+ * must be 1-65535: 0 would pick a random one that nobody could scrape.
+ */
+export function parseHostPort(address: string): { host: string; port: number } | string {
+  let host: string;
+  let port: string;
+  const v6 = /^\[([^\]]*)\]:([^:]*)$/.exec(address);
+  if (v6) {
+    host = v6[1] ?? '';
+    port = v6[2] ?? '';
+    if (isIP(host) !== 6) return `"${host}" in brackets is not an IPv6 address`;
+  } else {
+    const colon = address.lastIndexOf(':');
+    if (colon < 0) return 'there is no ":port"';
+    host = address.slice(0, colon);
+    port = address.slice(colon + 1);
+    if (host.includes(':')) return 'an IPv6 address must be in brackets, as in [::1]:9110';
+    if (host !== '' && isIP(host) === 0 && !HOST_NAME.test(host)) return `"${host}" is not an IP address or host name`;
+  }
+  if (!/^[0-9]{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) return `port "${port}" is not a number from 1 to 65535`;
+  return { host, port: Number(port) };
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date);
+}
+
+function metricsFromToml(file: string, value: unknown): MetricsConfig {
+  if (!isTable(value)) {
+    throw new ConfigError(`${file}: "metrics" must be a table ([metrics] with address = "127.0.0.1:9110"), got ${JSON.stringify(value)}`);
+  }
+  let address: string | undefined;
+  for (const [key, v] of Object.entries(value)) {
+    if (key !== 'address') {
+      throw new ConfigError(`${file}: unknown key "metrics.${key}"; known keys in [metrics] are ${KNOWN_METRICS_KEYS.map((k) => `"${k}"`).join(', ')}`);
+    }
+    address = expectString(file, 'metrics.address', v);
+  }
+  if (address === undefined) throw new ConfigError(`${file}: [metrics] needs "address", e.g. address = "127.0.0.1:9110"; leave the table out for no metrics`);
+  const parsed = parseHostPort(address);
+  if (typeof parsed === 'string') {
+    throw new ConfigError(`${file}: "metrics.address" must be host:port such as "127.0.0.1:9110", got ${JSON.stringify(address)}: ${parsed}`);
+  }
+  return { address, ...parsed };
+}
 
 /** Validates a parsed TOML document; `file` names the source in messages. */
 export function configFromToml(doc: Record<string, unknown>, file: string): Config {
   let repository = DEFAULT_REPOSITORY;
   let absoluteMountpoint: string | undefined;
   let metadataCacheEntries = DEFAULT_CACHE_ENTRIES;
+  let metrics: MetricsConfig | undefined;
   for (const [key, value] of Object.entries(doc)) {
     switch (key) {
       case 'repository':
@@ -56,11 +118,16 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
         }
         metadataCacheEntries = value;
         break;
+      case 'metrics':
+        metrics = metricsFromToml(file, value);
+        break;
       default:
-        throw new ConfigError(`${file}: unknown key "${key}"; known keys are ${KNOWN_KEYS.map((k) => `"${k}"`).join(', ')}`);
+        throw new ConfigError(`${file}: unknown ${isTable(value) ? `table [${key}]` : `key "${key}"`}; known keys are ${KNOWN_KEYS.map((k) => (k.startsWith('[') ? k : `"${k}"`)).join(', ')}`);
     }
   }
-  return { repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries };
+  const config: Config = { repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries };
+  if (metrics) config.metrics = metrics;
+  return config;
 }
 
 /** Reads the config file. A missing file gives the defaults unless the caller required it. */

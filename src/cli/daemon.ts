@@ -8,6 +8,9 @@ import { LayerStore } from '../layers/store.js';
 import { FuseLayerMounter } from '../fuse/index.js';
 import { SocketServer } from '../server/server.js';
 import { snapshotsHandlers } from '../server/service.js';
+import {
+  CountingRemoteLayers, createDaemonMetrics, createFuseMetrics, registrySource, startMetricsServer, type MetricsServer,
+} from '../metrics/index.js';
 import { DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEFAULT_ROOT, loadConfig } from './config.js';
 
 export const DAEMON_USAGE = `Usage: cvmfs-snapshotter [options]
@@ -77,17 +80,42 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
   await mkdir(opts.root, { recursive: true, mode: 0o700 });
   const root = await realpath(opts.root);
   const layerLog = log.child({ component: 'layers' });
-  const remote = new StoreLayers(
-    new LayerStore(config.absoluteMountpoint),
-    new FuseLayerMounter({ log: layerLog, cacheEntries: config.metadataCacheEntries }),
-    layerLog,
+  const daemonMetrics = createDaemonMetrics();
+  // The FUSE metrics read the mounter's counters when scraped; the mounter is made just below.
+  const fuseMetrics = createFuseMetrics({ counters: () => mounter.counters(), cacheStats: () => mounter.cacheStats() });
+  const mounter = new FuseLayerMounter({ log: layerLog, cacheEntries: config.metadataCacheEntries, observer: fuseMetrics.observer });
+  const remote = new CountingRemoteLayers(
+    new StoreLayers(new LayerStore(config.absoluteMountpoint), mounter, layerLog),
+    (isRemote, reason) => daemonMetrics.decision(isRemote, reason),
   );
-  const sn = await Snapshotter.open({ root, log: log.child({ component: 'snapshotter' }), remote });
+
+  // Before anything is mounted, so that a bad address stops the daemon with nothing to undo.
+  let metricsServer: MetricsServer | undefined;
+  if (config.metrics) {
+    metricsServer = await startMetricsServer({
+      host: config.metrics.host,
+      port: config.metrics.port,
+      sources: [registrySource('daemon', daemonMetrics.registry), registrySource('fuse', fuseMetrics.registry)],
+      log: log.child({ component: 'metrics' }),
+    });
+    log.info({ url: metricsServer.url }, 'serving metrics');
+  }
+  const closeMetrics = async (): Promise<void> => {
+    await metricsServer?.close();
+  };
+
+  let sn: Snapshotter;
+  try {
+    sn = await Snapshotter.open({ root, log: log.child({ component: 'snapshotter' }), remote });
+  } catch (err) {
+    await closeMetrics();
+    throw err;
+  }
   const server = new SocketServer(opts.address, log);
   try {
-    await server.listen(snapshotsHandlers(sn, log.child({ component: 'grpc' })));
+    await server.listen(snapshotsHandlers(sn, log.child({ component: 'grpc' }), daemonMetrics.call));
   } catch (err) {
-    await sn.close();
+    try { await sn.close(); } finally { await closeMetrics(); }
     throw err;
   }
 
@@ -100,8 +128,11 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
       }
       stopping = true;
       log.info({ signal }, 'stopping: no new calls; snapshots are kept');
+      // The metrics server is closed even when the rest fails: a listening socket would keep
+      // the process alive after we give up.
       void server.close()
         .then(() => sn.close())
+        .finally(() => closeMetrics())
         .then(() => { log.info('stopped'); resolve(0); }, (err: unknown) => { log.error({ err }, 'error while stopping'); resolve(1); });
     };
     process.on('SIGTERM', stop);

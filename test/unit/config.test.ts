@@ -43,3 +43,41 @@ test('a config file is read when present, and a missing one is fine unless it wa
 test('a bad log level is refused', () => {
   assert.throws(() => parseDaemonArgs(['--log-level', 'loud']), /--log-level loud/);
 });
+
+test('[metrics] address is optional; host:port, [ipv6]:port and :port are accepted', () => {
+  assert.equal(configFromToml({}, 'f').metrics, undefined);
+  assert.deepEqual(configFromToml({ metrics: { address: '127.0.0.1:9110' } }, 'f').metrics, { address: '127.0.0.1:9110', host: '127.0.0.1', port: 9110 });
+  assert.deepEqual(configFromToml({ metrics: { address: '[::1]:1' } }, 'f').metrics, { address: '[::1]:1', host: '::1', port: 1 });
+  assert.deepEqual(configFromToml({ metrics: { address: 'metrics.example.org:65535' } }, 'f').metrics?.host, 'metrics.example.org');
+  assert.deepEqual(configFromToml({ metrics: { address: ':9110' } }, 'f').metrics, { address: ':9110', host: '', port: 9110 });
+});
+
+test('a bad [metrics] table or address names the key and says what is expected', () => {
+  const bad = (metrics: unknown, re: RegExp) => assert.throws(() => configFromToml({ metrics }, 'c.toml'), re);
+  bad({ address: '127.0.0.1' }, /c\.toml: "metrics\.address" must be host:port .*"127\.0\.0\.1": there is no ":port"/);
+  bad({ address: '127.0.0.1:0' }, /"metrics\.address" .*port "0" is not a number from 1 to 65535/);
+  bad({ address: '127.0.0.1:65536' }, /port "65536" is not a number from 1 to 65535/);
+  bad({ address: 'localhost:http' }, /port "http" is not a number/);
+  bad({ address: '::1:9110' }, /IPv6 address must be in brackets/);
+  bad({ address: '[nope]:9110' }, /"nope" in brackets is not an IPv6 address/);
+  bad({ address: 'under_score:9110' }, /"under_score" is not an IP address or host name/);
+  bad({ address: 9110 }, /"metrics\.address" must be a string, got number/);
+  bad({ address: '' }, /"metrics\.address" must not be empty/);
+  bad({}, /\[metrics\] needs "address"/);
+  bad({ address: '127.0.0.1:9110', port: 1 }, /unknown key "metrics\.port"; known keys in \[metrics\] are "address"/);
+  bad('127.0.0.1:9110', /"metrics" must be a table/);
+  assert.throws(() => configFromToml({ prometheus: { address: '127.0.0.1:9110' } }, 'c.toml'), /c\.toml: unknown table \[prometheus\]; known keys are .*\[metrics\]/);
+});
+
+test('a [metrics] table in a real TOML file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'cfg-'));
+  try {
+    const f = join(dir, 'config.toml');
+    await writeFile(f, 'absolute-mountpoint = "/srv/store"\n\n[metrics]\naddress = "127.0.0.1:9110"\n');
+    assert.deepEqual((await loadConfig(f, true)).metrics, { address: '127.0.0.1:9110', host: '127.0.0.1', port: 9110 });
+    await writeFile(f, '[metrics]\naddress = "127.0.0.1:9110"\n[metrics.tls]\ncert = "x"\n');
+    await assert.rejects(loadConfig(f, true), /unknown key "metrics\.tls"/);
+  } finally {
+    await rm(dir, { recursive: true });
+  }
+});

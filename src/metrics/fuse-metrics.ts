@@ -1,0 +1,124 @@
+// The FUSE side's metrics, in a registry of their own: the FUSE layer will move into a separate
+// long-lived process, which will then own this registry and hand its contents to the daemon's
+// HTTP endpoint as one source among others (see merge.ts).
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { CacheStats } from '../cache/index.js';
+import type { FuseObserver, MounterCounters } from '../fuse/index.js';
+import { errnoLabel, PREFIX } from './names.js';
+
+/** What these metrics read from the mounter when scraped. */
+export interface MounterStats {
+  counters(): MounterCounters;
+  cacheStats(): CacheStats;
+}
+
+export interface FuseMetrics {
+  readonly registry: Registry;
+  /** Give this to the FUSE layer; it is called on every request, so it only increments. */
+  readonly observer: FuseObserver;
+}
+
+// FUSE requests take tens of microseconds when answered from memory and up to seconds when
+// the store is a cold CernVM-FS mount.
+const REQUEST_BUCKETS = [1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1, 2.5];
+
+/** A prom-client counter that mirrors a count kept elsewhere: set to it on every scrape. */
+function mirror(counter: Counter, value: number, labels?: Record<string, string>): void {
+  if (labels) {
+    counter.remove(labels);
+    counter.inc(labels, value);
+  } else {
+    counter.reset();
+    counter.inc(value);
+  }
+}
+
+export function createFuseMetrics(mounter: MounterStats): FuseMetrics {
+  const registry = new Registry();
+  const registers = [registry];
+
+  const duration = new Histogram({
+    name: `${PREFIX}fuse_request_duration_seconds`,
+    help: 'Time to answer a FUSE request, by operation; its _count is the number of requests answered.',
+    labelNames: ['op'],
+    buckets: REQUEST_BUCKETS,
+    registers,
+  });
+  const errors = new Counter({
+    name: `${PREFIX}fuse_request_errors_total`,
+    help: 'FUSE requests answered with an error, by operation and errno name (ENOENT for a missing name is normal).',
+    labelNames: ['op', 'errno'],
+    registers,
+  });
+  const bytes = new Counter({
+    name: `${PREFIX}fuse_read_bytes_total`,
+    help: 'File bytes handed to the kernel by FUSE READ requests.',
+    registers,
+  });
+
+  new Gauge({
+    name: `${PREFIX}layers_mounted`,
+    help: 'Layer filesystems mounted and served now.',
+    registers,
+    collect() { this.set(mounter.counters().active); },
+  });
+  new Counter({
+    name: `${PREFIX}layer_mounts_total`,
+    help: 'Layer filesystems mounted since the start.',
+    registers,
+    collect() { mirror(this, mounter.counters().mounts); },
+  });
+  new Counter({
+    name: `${PREFIX}layer_unmounts_total`,
+    help: 'Layer filesystems unmounted since the start, by mode: normal, or lazy (busy, detached and freed when the last user goes).',
+    labelNames: ['mode'],
+    registers,
+    collect() {
+      const c = mounter.counters();
+      mirror(this, c.unmounts, { mode: 'normal' });
+      mirror(this, c.lazyUnmounts, { mode: 'lazy' });
+    },
+  });
+
+  new Counter({
+    name: `${PREFIX}metadata_cache_hits_total`,
+    help: 'Metadata lookups of the FUSE layers answered from the cache, positive or negative.',
+    registers,
+    collect() { mirror(this, mounter.cacheStats().hits); },
+  });
+  new Counter({
+    name: `${PREFIX}metadata_cache_misses_total`,
+    help: 'Metadata lookups of the FUSE layers that had to ask the layer store.',
+    registers,
+    collect() { mirror(this, mounter.cacheStats().misses); },
+  });
+  new Counter({
+    name: `${PREFIX}metadata_cache_evictions_total`,
+    help: 'Metadata cache entries dropped to make room.',
+    registers,
+    collect() { mirror(this, mounter.cacheStats().evictions); },
+  });
+  new Gauge({
+    name: `${PREFIX}metadata_cache_entries`,
+    help: 'Entries in the metadata cache now.',
+    registers,
+    collect() { this.set(mounter.cacheStats().size); },
+  });
+  new Gauge({
+    name: `${PREFIX}metadata_cache_max_entries`,
+    help: 'The bound of the metadata cache, in entries (metadata-cache-entries in the config).',
+    registers,
+    collect() { this.set(mounter.cacheStats().maxEntries); },
+  });
+
+  const observer: FuseObserver = {
+    op(name, seconds, errno) {
+      duration.observe({ op: name }, seconds);
+      if (errno !== 0) errors.inc({ op: name, errno: errnoLabel(errno) });
+    },
+    bytesServed(n) {
+      if (n > 0) bytes.inc(n);
+    },
+  };
+  return { registry, observer };
+}

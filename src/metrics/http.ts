@@ -1,0 +1,84 @@
+// The metrics endpoint: GET /metrics on a TCP address, in Prometheus' text format; anything
+// else is 404 (or 405 for another method on /metrics).
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Registry } from 'prom-client';
+import type { Logger } from '../log.js';
+import { mergeMetrics, type MetricsSource } from './merge.js';
+
+export interface MetricsServerOptions {
+  /** Empty means every interface. */
+  host: string;
+  port: number;
+  sources: readonly MetricsSource[];
+  log: Logger;
+}
+
+export interface MetricsServer {
+  /** http://host:port/metrics, with the port actually bound. */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+export class MetricsServerError extends Error {}
+
+function hostForUrl(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+export async function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsServer> {
+  const { log } = opts;
+
+  async function answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found; metrics are at /metrics\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { 'content-type': 'text/plain; charset=utf-8', allow: 'GET, HEAD' }).end(`${String(req.method)} not allowed; use GET\n`);
+      return;
+    }
+    const merged = await mergeMetrics(opts.sources);
+    for (const f of merged.failed) log.warn({ source: f.name, err: f.error }, 'a metrics source failed; its metrics are missing from this scrape');
+    const body = await merged.registry.metrics();
+    res.writeHead(200, { 'content-type': Registry.PROMETHEUS_CONTENT_TYPE });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  }
+
+  const server = createServer((req, res) => {
+    answer(req, res).catch((err: unknown) => {
+      log.error({ err }, 'could not produce the metrics page');
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
+      res.end('could not produce the metrics\n');
+    });
+  });
+
+  const shown = `${opts.host}:${opts.port}`;
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      const why = err.code === 'EADDRINUSE' ? 'the port is in use by another process'
+        : err.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address'
+        : err.code === 'EACCES' ? 'not allowed to bind that port'
+        : err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN' ? 'the host name does not resolve'
+        : err.message;
+      reject(new MetricsServerError(`cannot serve metrics on ${shown} ([metrics] address): ${why}`, { cause: err }));
+    };
+    server.once('error', onError);
+    server.listen({ host: opts.host === '' ? undefined : opts.host, port: opts.port }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.error({ err }, 'metrics server error'));
+
+  const bound = server.address();
+  const where = typeof bound === 'object' && bound !== null ? `${hostForUrl(bound.address)}:${bound.port}` : shown;
+  return {
+    url: `http://${where}/metrics`,
+    close: () => new Promise<void>((resolve, reject) => {
+      server.close((err) => (err ? reject(err) : resolve()));
+      // A scraper's keep-alive connection would otherwise hold close() for its idle timeout.
+      server.closeAllConnections();
+    }),
+  };
+}
