@@ -18,6 +18,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
     summary: 'pull an image lazily through containerd\'s CRI',
     load: async () => (await import('./pull.js')).pullCommand,
   },
+  doctor: {
+    summary: 'check this node and containerd\'s config for what the snapshotter needs',
+    load: async () => (await import('./doctor.js')).doctorCommand,
+  },
 };
 
 function usage(): string {
