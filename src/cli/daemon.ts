@@ -5,11 +5,14 @@ import { realpath, mkdir } from 'node:fs/promises';
 import { Snapshotter } from '../snapshotter/snapshotter.js';
 import { StoreLayers } from '../snapshotter/store-layers.js';
 import { LayerStore } from '../layers/store.js';
-import { FuseLayerMounter } from '../fuse/index.js';
+import { RemoteLayerMounter } from '../fuse/server/client.js';
+import { spawnDetached } from '../sys/exec.js';
+import { BIN_PATH } from './fuse-server.js';
+import { dirname, join } from 'node:path';
 import { SocketServer } from '../server/server.js';
 import { snapshotsHandlers } from '../server/service.js';
 import {
-  CountingRemoteLayers, createDaemonMetrics, createFuseMetrics, registrySource, startMetricsServer, type MetricsServer,
+  CountingRemoteLayers, createDaemonMetrics, registrySource, startMetricsServer, type MetricsServer,
 } from '../metrics/index.js';
 import { DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEFAULT_ROOT, loadConfig } from './config.js';
 
@@ -22,6 +25,8 @@ Options:
   --root DIR         where snapshots and metadata live (default ${DEFAULT_ROOT})
   --config FILE      TOML config (default ${DEFAULT_CONFIG_PATH}, read when present)
   --log-level LEVEL  ${LOG_LEVELS.join(', ')} (default info)
+  --fuse-socket SOCK the FUSE server's control socket (default: fuse-server.sock beside --address);
+                     the daemon starts a FUSE server there when none answers
   --version          print the version
   --help             print this help
 `;
@@ -32,6 +37,7 @@ export interface DaemonOptions {
   configPath: string;
   configRequired: boolean;
   logLevel: string;
+  fuseSocket: string;
 }
 
 export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'version' {
@@ -42,6 +48,7 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'versi
       root: { type: 'string' },
       config: { type: 'string' },
       'log-level': { type: 'string' },
+      'fuse-socket': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -52,8 +59,10 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'versi
   if (values.version) return 'version';
   const logLevel = values['log-level'] ?? 'info';
   if (!isLogLevel(logLevel)) throw new Error(`--log-level ${logLevel}: expected one of ${LOG_LEVELS.join(', ')}`);
+  const address = values.address ?? DEFAULT_ADDRESS;
   return {
-    address: values.address ?? DEFAULT_ADDRESS,
+    address,
+    fuseSocket: values['fuse-socket'] ?? join(dirname(address), 'fuse-server.sock'),
     root: values.root ?? DEFAULT_ROOT,
     configPath: values.config ?? DEFAULT_CONFIG_PATH,
     configRequired: values.config !== undefined,
@@ -81,9 +90,19 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
   const root = await realpath(opts.root);
   const layerLog = log.child({ component: 'layers' });
   const daemonMetrics = createDaemonMetrics();
-  // The FUSE metrics read the mounter's counters when scraped; the mounter is made just below.
-  const fuseMetrics = createFuseMetrics({ counters: () => mounter.counters(), cacheStats: () => mounter.cacheStats() });
-  const mounter = new FuseLayerMounter({ log: layerLog, cacheEntries: config.metadataCacheEntries, observer: fuseMetrics.observer });
+  // Layers are served by a separate long-lived process, so that this one can restart without
+  // breaking a running container; it is started here when none answers.
+  const mounter = new RemoteLayerMounter({
+    socket: opts.fuseSocket,
+    log: layerLog,
+    startServer: () => {
+      const pid = spawnDetached(process.execPath, [BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
+        ...(config.metadataCacheEntries ? ['--cache-entries', String(config.metadataCacheEntries)] : [])]);
+      log.info({ pid, socket: opts.fuseSocket }, 'started a FUSE server');
+    },
+  });
+  await mounter.connect();
+  log.info({ fuseServer: mounter.server, mounts: mounter.mountpoints().length }, 'connected to the FUSE server');
   const remote = new CountingRemoteLayers(
     new StoreLayers(new LayerStore(config.absoluteMountpoint), mounter, layerLog),
     (isRemote, reason) => daemonMetrics.decision(isRemote, reason),
@@ -95,7 +114,7 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
     metricsServer = await startMetricsServer({
       host: config.metrics.host,
       port: config.metrics.port,
-      sources: [registrySource('daemon', daemonMetrics.registry), registrySource('fuse', fuseMetrics.registry)],
+      sources: [registrySource('daemon', daemonMetrics.registry), { name: 'fuse-server', collect: () => mounter.metrics() }],
       log: log.child({ component: 'metrics' }),
     });
     log.info({ url: metricsServer.url }, 'serving metrics');

@@ -18,6 +18,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
     summary: 'pull an image lazily through containerd\'s CRI',
     load: async () => (await import('./pull.js')).pullCommand,
   },
+  'fuse-server': {
+    summary: 'serve the layer mounts (started by the daemon; --handover upgrades it, --stop takes all layers down)',
+    load: async () => (await import('./fuse-server.js')).fuseServerCommand,
+  },
   doctor: {
     summary: 'check this node and containerd\'s config for what the snapshotter needs',
     load: async () => (await import('./doctor.js')).doctorCommand,

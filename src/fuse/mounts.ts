@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import { MetadataCache, type CacheStats } from '../cache/index.js';
 import { LayerTree, type LayerCache } from './layer-tree.js';
 import { DEFAULT_TUNING, LAYER_FS_NAME, LAYER_FS_SUBTYPE, RESERVED_THREADS, threadPoolSize, type LayerFsTuning } from './tuning.js';
-import { LayerOps } from './layer-ops.js';
+import { LayerOps, type NodeTableState } from './layer-ops.js';
 import { FuseSession } from './kernel/session.js';
 import { mountFuseDevice } from './kernel/dev-mount.js';
 import { fuseMountsUnder, isFuseType, overlaysUsing, readMountInfo, type MountInfo } from './mountinfo.js';
@@ -91,6 +91,17 @@ export interface FuseLayerMounterOptions {
 
 export const DEFAULT_CACHE_ENTRIES = 200_000;
 
+/** A live mount handed from one FUSE server process to the next. */
+export interface HandedMount {
+  readonly mountpoint: string;
+  readonly layerDir: string;
+  /** The /dev/fuse descriptor, in the process that holds it. */
+  readonly fd: number;
+  readonly nodes: NodeTableState;
+  /** Lazily unmounted: no longer at its mountpoint, but still used by someone. */
+  readonly detached: boolean;
+}
+
 interface Served {
   readonly mountpoint: string;
   readonly layerDir: string;
@@ -107,8 +118,8 @@ export class FuseLayerMounter implements LayerMounter {
   private readonly tuning: LayerFsTuning;
   private readonly observer: FuseObserver;
   private readonly poolThreads: number;
-  /** Sessions detached lazily that still serve their last users. */
-  private readonly draining = new Set<FuseSession>();
+  /** Mounts detached lazily that still serve their last users. */
+  private readonly draining = new Set<Served>();
   private readonly probeTimeoutMs: number;
   private readonly mountTimeoutMs: number;
   /** Keyed by canonical mountpoint. */
@@ -211,6 +222,55 @@ export class FuseLayerMounter implements LayerMounter {
     if (report.lazilyUnmounted.length > 0) this.log.warn({ mountpoints: report.lazilyUnmounted }, 'layer mounts busy at shutdown were detached lazily');
     if (report.failed.length > 0) this.log.error({ failed: report.failed }, 'could not unmount layer mounts');
     return report;
+  }
+
+  /**
+   * Stops serving every mount WITHOUT unmounting, and returns what a successor needs to serve
+   * them on: the descriptors (still open here) and the node tables. Every request this process
+   * has read is answered first. Pending reads cannot be cancelled, so each mount is poked with
+   * a statfs until its pending read has come back; a poke that a real request beat to that read
+   * stays queued in the kernel and is answered by the successor.
+   */
+  async drainForHandover(timeoutMs = 10_000): Promise<HandedMount[]> {
+    const all = [...this.served.values()].map((s) => ({ s, detached: false }))
+      .concat([...this.draining].map((s) => ({ s, detached: true })));
+    for (const { s } of all) s.session.stop();
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const waiting = all.filter(({ s }) => s.session.pendingReads > 0);
+      if (waiting.length === 0 || Date.now() > deadline) {
+        for (const { s } of waiting) s.log.warn('a read was still pending on this mount at handover');
+        break;
+      }
+      for (const { s, detached } of waiting) if (!detached) fs.statfs(s.mountpoint, () => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await withDeadline(Promise.all(all.map(({ s }) => s.session.quiesced())), Math.max(1000, deadline - Date.now()), 'answering the requests read before the handover')
+      .catch((err: unknown) => this.log.warn({ err }, 'handing over with requests still being answered'));
+    const handed = all.map(({ s, detached }) => ({ mountpoint: s.mountpoint, layerDir: s.layerDir, fd: s.fd, nodes: s.ops.exportNodes(), detached }));
+    this.served.clear();
+    this.draining.clear();
+    this.aliases.clear();
+    return handed;
+  }
+
+  /** Serves mounts a predecessor handed over; fd is the descriptor as numbered in this process. */
+  adopt(m: HandedMount, log?: Logger): void {
+    const l = (log ?? this.log).child({ mountpoint: m.mountpoint, layer: m.layerDir });
+    const tree = new LayerTree({ root: m.layerDir, cache: this.cache, namespace: `${++this.seq}\0`, log: l });
+    const ops = new LayerOps(tree, l, this.tuning, m.nodes);
+    const session = new FuseSession(m.fd, ops, { log: l, observer: this.observer, readers: this.tuning.readersPerMount });
+    void session.start(false);
+    const s: Served = { mountpoint: m.mountpoint, layerDir: m.layerDir, fd: m.fd, session, ops, tree, log: l };
+    if (m.detached) {
+      this.draining.add(s);
+      void session.ended.then(() => this.finish(s.fd, s.session, s.ops, s.tree)).finally(() => this.draining.delete(s));
+    } else {
+      this.served.set(m.mountpoint, s);
+      // The mount may have gone meanwhile (someone ran umount): the session ends by itself then.
+      void session.ended.then(() => { if (this.served.get(m.mountpoint) === s) void this.release(s, 'unmounted'); });
+    }
+    l.info({ nodes: ops.nodeCount }, 'took over layer mount');
   }
 
   counters(): MounterCounters {
@@ -341,8 +401,8 @@ export class FuseLayerMounter implements LayerMounter {
     if (outcome === 'lazy') {
       // A lazily detached mount still serves its last users: the session runs until the kernel
       // ends the connection, when the last of them goes.
-      this.draining.add(s.session);
-      void s.session.ended.then(() => this.finish(s.fd, s.session, s.ops, s.tree)).finally(() => this.draining.delete(s.session));
+      this.draining.add(s);
+      void s.session.ended.then(() => this.finish(s.fd, s.session, s.ops, s.tree)).finally(() => this.draining.delete(s));
     } else {
       await withDeadline(s.session.ended, 10_000, `the end of the FUSE connection at ${s.mountpoint}`)
         .catch((err: unknown) => s.log.warn({ err }, 'FUSE connection did not end after unmount; closing it'));

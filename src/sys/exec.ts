@@ -69,3 +69,15 @@ export function spawnPiped(cmd: string, args: readonly string[], opts: Pick<Exec
   });
   return { stdin: child.stdin, done, kill: (signal = 'SIGTERM') => { child.kill(signal); } };
 }
+
+/**
+ * Starts a long-lived process in its own session that outlives this one (the FUSE server);
+ * stdout and stderr are shared with this process, so its logs land where ours do.
+ */
+export function spawnDetached(cmd: string, args: readonly string[], opts: Pick<ExecOptions, 'cwd' | 'env'> = {}): number | undefined {
+  execCounter.count++;
+  const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'inherit', 'inherit'], detached: true });
+  child.on('error', () => undefined);
+  child.unref();
+  return child.pid;
+}

@@ -1,6 +1,7 @@
 // The cvmfs-snapshotter daemon under test, with a private socket, root, config and log file.
-import { writeFile, mkdir } from 'node:fs/promises';
+import { writeFile, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { daemonBin } from './paths.js';
 import { ManagedProcess, type ExitStatus } from './process.js';
 import type { Scope } from './scope.js';
@@ -39,6 +40,12 @@ export interface Daemon {
   stop(): Promise<void>;
   /** The parsed JSON log lines so far (lines that are not JSON are skipped). */
   logRecords(): LogRecord[];
+  /** The control socket of the FUSE server the daemon started (it outlives the daemon). */
+  fuseSocket: string;
+  /** PID of the FUSE server now, from its pid file; undefined when none runs. */
+  fuseServerPid(): Promise<number | undefined>;
+  /** Stops the FUSE server (SIGTERM: it unmounts every layer) and waits until it is gone. */
+  stopFuseServer(): Promise<void>;
 }
 
 export type LogRecord = Record<string, unknown>;
@@ -66,6 +73,25 @@ export async function startDaemon(scope: Scope, opts: DaemonOptions = {}): Promi
   }
   await writeFile(configFile, config);
   const args = ['--address', socket, '--root', root, '--config', configFile, '--log-level', opts.logLevel ?? 'debug', ...(opts.extraArgs ?? [])];
+
+  const fuseSocket = join(dir, 'run', 'fuse-server.sock');
+  const fuseServerPid = async (): Promise<number | undefined> => {
+    const text = await readFile(`${fuseSocket}.pid`, 'utf8').catch(() => '');
+    const pid = Number.parseInt(text, 10);
+    return Number.isInteger(pid) && alive(pid) ? pid : undefined;
+  };
+  const stopFuseServer = async (): Promise<void> => {
+    const pid = await fuseServerPid();
+    if (pid === undefined) return;
+    process.kill(pid, 'SIGTERM');
+    const gone = await waitUntil(() => !alive(pid), { what: `FUSE server ${pid} to exit`, timeoutMs: 20_000 }).then(() => true, () => false);
+    if (!gone) {
+      process.kill(pid, 'SIGKILL');
+      throw new Error(`FUSE server ${pid} did not stop within 20 s of SIGTERM and was killed`);
+    }
+  };
+  // Deferred first, so it runs after the daemon has stopped: the server outlives the daemon.
+  scope.defer(`stop ${name}'s FUSE server`, stopFuseServer);
 
   let current: ManagedProcess | undefined;
   let startupMs = 0;
@@ -100,7 +126,24 @@ export async function startDaemon(scope: Scope, opts: DaemonOptions = {}): Promi
     restart: async () => { await stop(); await start(); },
     stop,
     logRecords: () => parseJsonLines(proc().log()),
+    fuseSocket,
+    fuseServerPid,
+    stopFuseServer,
   };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie has exited; only its parent has not collected it yet.
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 export function parseJsonLines(text: string): LogRecord[] {

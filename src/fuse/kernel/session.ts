@@ -59,6 +59,9 @@ export class FuseSession {
   readonly ended: Promise<void>;
   /** Requests answered (for tests and handover). */
   answered = 0;
+  /** Requests read and not answered yet. */
+  private inFlight = 0;
+  private quiet: (() => void)[] = [];
 
   constructor(fd: number, handler: RequestHandler, opts: SessionOptions) {
     this.fd = fd;
@@ -88,6 +91,12 @@ export class FuseSession {
   stop(): void {
     this.stopped = true;
     this.maybeEnded();
+  }
+
+  /** Settles when stopped, with no read pending and every request read so far answered. */
+  quiesced(): Promise<void> {
+    if (this.stopped && this.running === 0 && this.inFlight === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.quiet.push(resolve));
   }
 
   /** How many reads are pending in the pool right now. */
@@ -128,10 +137,14 @@ export class FuseSession {
     const body = buf.subarray(IN_HEADER_SIZE, Math.min(n, h.len));
     const started = performance.now();
     let answered = false;
+    const silent = h.opcode === Op.FORGET || h.opcode === Op.BATCH_FORGET || h.opcode === Op.INTERRUPT;
+    if (!silent) this.inFlight++;
     const finish = (errnoValue: number): void => {
       answered = true;
       this.answered++;
+      this.inFlight--;
       this.observer.op(opName(h.opcode), (performance.now() - started) / 1000, errnoValue);
+      this.maybeEnded();
     };
     const reply: Reply = {
       ok: (out) => {
@@ -162,7 +175,7 @@ export class FuseSession {
       this.handler.handle(h, body, reply);
     } catch (err) {
       this.log.error({ err, op: opName(h.opcode) }, 'FUSE request handler threw');
-      if (!answered && h.opcode !== Op.FORGET && h.opcode !== Op.BATCH_FORGET) reply.error(errno('EIO'));
+      if (!answered && !silent) reply.error(errno('EIO'));
     }
   }
 
@@ -220,6 +233,8 @@ export class FuseSession {
   }
 
   private maybeEnded(): void {
-    if (this.stopped && this.running === 0) this.endResolve?.();
+    if (!this.stopped || this.running !== 0) return;
+    this.endResolve?.();
+    if (this.inFlight === 0) for (const q of this.quiet.splice(0)) q();
   }
 }

@@ -1,0 +1,175 @@
+// The daemon's side of the FUSE server: a LayerMounter whose mounts live in the server process.
+// It starts the server when none answers, and reconnects when the connection drops (a server
+// handing over to its successor, or one that died and must be started again).
+import net from 'node:net';
+import readline from 'node:readline';
+import { SnapshotterError, Unavailable, type ErrorKind } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { CacheStats } from '../../cache/index.js';
+import type { MetricsJson } from '../../metrics/index.js';
+import type { LayerMounter, MounterCounters, ReconcileReport, UnmountOutcome } from '../mounts.js';
+import type { Method, Response, ServerState } from './wire.js';
+
+export interface RemoteMounterOptions {
+  socket: string;
+  log: Logger;
+  /** Starts a server process (detached); called when nothing answers on the socket. */
+  startServer: () => void;
+  /** How long to wait for a started server's socket. */
+  startTimeoutMs?: number;
+}
+
+const KINDS: readonly ErrorKind[] = ['NotFound', 'AlreadyExists', 'FailedPrecondition', 'InvalidArgument', 'Unavailable', 'ResourceExhausted', 'Unimplemented', 'Internal'];
+
+export class RemoteLayerMounter implements LayerMounter {
+  private readonly o: RemoteMounterOptions;
+  private conn: net.Socket | undefined;
+  private connecting: Promise<net.Socket> | undefined;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private last: ServerState | undefined;
+  private closed = false;
+
+  constructor(o: RemoteMounterOptions) {
+    this.o = o;
+  }
+
+  /** The server's pid and version, as of the last answer. */
+  get server(): { pid: number; version: string } | undefined {
+    return this.last ? { pid: this.last.pid, version: this.last.version } : undefined;
+  }
+
+  async connect(): Promise<void> {
+    await this.call('hello', {});
+  }
+
+  async mount(layerDir: string, mountpoint: string, log?: Logger): Promise<void> {
+    const digest = log?.bindings().digest as string | undefined;
+    await this.call('mount', { layerDir, mountpoint, ...(digest ? { digest } : {}) });
+  }
+
+  async unmount(mountpoint: string): Promise<UnmountOutcome | 'not-mounted'> {
+    return (await this.call('unmount', { mountpoint })) as UnmountOutcome | 'not-mounted';
+  }
+
+  isMounted(mountpoint: string): boolean {
+    return this.last?.mounts.includes(mountpoint) ?? false;
+  }
+
+  mountpoints(): string[] {
+    return [...(this.last?.mounts ?? [])];
+  }
+
+  async reconcile(prefix: string, keep: ReadonlySet<string>): Promise<ReconcileReport> {
+    return (await this.call('reconcile', { prefix, keep: [...keep] })) as ReconcileReport;
+  }
+
+  /** Disconnects. The server and its mounts stay: that is the point of a separate process. */
+  async close(): Promise<{ unmounted: string[]; lazilyUnmounted: string[]; failed: never[] }> {
+    this.closed = true;
+    this.conn?.end();
+    this.conn = undefined;
+    return { unmounted: [], lazilyUnmounted: [], failed: [] };
+  }
+
+  counters(): MounterCounters {
+    return this.last?.counters ?? { mounts: 0, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 0 };
+  }
+
+  cacheStats(): CacheStats {
+    return this.last?.cache ?? { hits: 0, negativeHits: 0, misses: 0, evictions: 0, size: 0, maxEntries: 0 };
+  }
+
+  async metrics(): Promise<MetricsJson> {
+    return (await this.call('metrics', {})) as MetricsJson;
+  }
+
+  async handover(): Promise<{ pid: number }> {
+    return (await this.call('handover', {})) as { pid: number };
+  }
+
+  async shutdownServer(): Promise<void> {
+    await this.call('shutdown', {});
+  }
+
+  // ---- transport ------------------------------------------------------------------------------
+
+  private async call(method: Method, params: Record<string, unknown>): Promise<unknown> {
+    if (this.closed && method !== 'shutdown') throw new Unavailable('the FUSE server client is closed');
+    const c = await this.connection();
+    const id = this.nextId++;
+    return new Promise<unknown>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      c.write(`${JSON.stringify({ id, method, params })}\n`);
+    });
+  }
+
+  private connection(): Promise<net.Socket> {
+    if (this.conn && !this.conn.destroyed) return Promise.resolve(this.conn);
+    this.connecting ??= this.open().finally(() => { this.connecting = undefined; });
+    return this.connecting;
+  }
+
+  private async open(): Promise<net.Socket> {
+    const deadline = Date.now() + (this.o.startTimeoutMs ?? 20_000);
+    let started = false;
+    // A server handing over closes its socket for a moment; give its successor time first.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const c = await dial(this.o.socket);
+        this.attach(c);
+        return c;
+      } catch (err) {
+        if (Date.now() > deadline) throw new Unavailable(`no FUSE server answers on ${this.o.socket}: ${(err as Error).message}`, err);
+        if (!started && attempt >= 10) {
+          started = true;
+          this.o.log.info({ socket: this.o.socket }, 'no FUSE server answers; starting one');
+          this.o.startServer();
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  }
+
+  private attach(c: net.Socket): void {
+    this.conn = c;
+    const lines = readline.createInterface({ input: c, crlfDelay: Infinity });
+    lines.on('line', (line) => this.receive(line));
+    c.on('error', (err) => this.o.log.debug({ err }, 'FUSE server connection error'));
+    c.on('close', () => {
+      if (this.conn === c) this.conn = undefined;
+      const lost = [...this.pending.values()];
+      this.pending.clear();
+      for (const p of lost) p.reject(new Unavailable('the connection to the FUSE server was lost'));
+      if (!this.closed) this.o.log.info('FUSE server connection closed; the next call reconnects');
+    });
+  }
+
+  private receive(line: string): void {
+    let r: Response;
+    try {
+      r = JSON.parse(line) as Response;
+    } catch {
+      this.o.log.error({ line: line.slice(0, 200) }, 'unreadable answer from the FUSE server');
+      return;
+    }
+    if (r.state) this.last = r.state;
+    const p = this.pending.get(r.id);
+    if (!p) return;
+    this.pending.delete(r.id);
+    if ('error' in r) {
+      const kind = (KINDS as readonly string[]).includes(r.error.kind) ? r.error.kind as ErrorKind : 'Internal';
+      p.reject(new SnapshotterError(kind, r.error.message));
+    } else {
+      p.resolve(r.result);
+    }
+  }
+}
+
+function dial(path: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const c = net.createConnection(path);
+    c.once('connect', () => { c.off('error', reject); resolve(c); });
+    c.once('error', reject);
+  });
+}

@@ -1,0 +1,215 @@
+// The FUSE server: a long-lived process that owns every layer mount, so that the gRPC daemon can
+// restart (upgrade, crash, SIGKILL) while containers keep reading their layers. It answers the
+// daemon over a private unix socket (wire.ts). It can also hand its mounts to a successor
+// process — the open /dev/fuse descriptors and the node tables — so that the server itself can
+// be upgraded without unmounting anything.
+import fs from 'node:fs';
+import net from 'node:net';
+import readline from 'node:readline';
+import { spawn } from 'node:child_process';
+import { SnapshotterError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { createFuseMetrics } from '../../metrics/index.js';
+import { prepareSocketPath } from '../../server/socket.js';
+import { FuseLayerMounter, type HandedMount } from '../mounts.js';
+import {
+  absolutePath, optionalString, parseRequest, pathList, type Request, type Response, type ServerState,
+} from './wire.js';
+
+export interface FuseServerOptions {
+  socket: string;
+  log: Logger;
+  version: string;
+  cacheEntries?: number;
+  /** The command that starts a successor: argv[0..] before `fuse-server`. */
+  successorCommand: readonly string[];
+  /** Extra arguments the successor gets (log level, cache size). */
+  successorArgs: readonly string[];
+}
+
+/** The JSON a predecessor writes to a successor's stdin; fds are the successor's numbers. */
+export interface HandoverState {
+  mounts: HandedMount[];
+}
+
+/** The line a successor prints on stdout once it serves everything and listens. */
+export const READY_LINE = 'fuse-server ready';
+
+export class FuseServer {
+  private readonly o: FuseServerOptions;
+  private readonly log: Logger;
+  readonly mounter: FuseLayerMounter;
+  private readonly metrics: ReturnType<typeof createFuseMetrics>;
+  private server: net.Server | undefined;
+  private readonly conns = new Set<net.Socket>();
+  private exiting = false;
+  /** A successor serves the mounts now. */
+  handedOver = false;
+  /** Resolves with the exit code when the server is done. */
+  readonly done: Promise<number>;
+  private finish: (code: number) => void = () => undefined;
+
+  constructor(o: FuseServerOptions) {
+    this.o = o;
+    this.log = o.log;
+    this.done = new Promise<number>((resolve) => { this.finish = resolve; });
+    let mounter: FuseLayerMounter | undefined;
+    this.metrics = createFuseMetrics({
+      counters: () => (mounter as FuseLayerMounter).counters(),
+      cacheStats: () => (mounter as FuseLayerMounter).cacheStats(),
+    });
+    mounter = new FuseLayerMounter({ log: o.log, cacheEntries: o.cacheEntries, observer: this.metrics.observer });
+    this.mounter = mounter;
+  }
+
+  adopt(state: HandoverState): void {
+    for (const m of state.mounts) this.mounter.adopt(m);
+  }
+
+  async listen(): Promise<void> {
+    await prepareSocketPath(this.o.socket);
+    const server = net.createServer((c) => this.connection(c));
+    const oldUmask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(this.o.socket, () => { server.off('error', reject); resolve(); });
+      });
+    } finally {
+      process.umask(oldUmask);
+    }
+    fs.chmodSync(this.o.socket, 0o600);
+    this.server = server;
+    this.log.info({ socket: this.o.socket, pid: process.pid, mounts: this.mounter.mountpoints().length }, 'FUSE server listening');
+  }
+
+  /** SIGTERM/SIGINT: unmount everything (lazily where busy) and exit. */
+  async shutdown(reason: string): Promise<void> {
+    if (this.exiting) return;
+    this.exiting = true;
+    this.log.info({ reason }, 'FUSE server stopping: unmounting every layer');
+    await this.stopListening();
+    const r = await this.mounter.close();
+    this.log.info({ unmounted: r.unmounted.length, lazily: r.lazilyUnmounted.length, failed: r.failed.length }, 'FUSE server stopped');
+    this.finish(r.failed.length > 0 ? 1 : 0);
+  }
+
+  private state(): ServerState {
+    return {
+      pid: process.pid, version: this.o.version, mounts: this.mounter.mountpoints(),
+      counters: this.mounter.counters(), cache: this.mounter.cacheStats(),
+    };
+  }
+
+  private connection(c: net.Socket): void {
+    this.conns.add(c);
+    c.on('close', () => this.conns.delete(c));
+    c.on('error', (err) => this.log.debug({ err }, 'control connection error'));
+    const lines = readline.createInterface({ input: c, crlfDelay: Infinity });
+    lines.on('line', (line) => {
+      let req: Request;
+      try {
+        req = parseRequest(line);
+      } catch (err) {
+        this.send(c, { id: -1, error: { kind: 'InvalidArgument', message: `bad control request: ${(err as Error).message}` } });
+        return;
+      }
+      this.answer(req).then((result) => this.send(c, { id: req.id, result: result ?? null, state: this.state() }), (err: unknown) => {
+        const kind = err instanceof SnapshotterError ? err.kind : 'Internal';
+        this.send(c, { id: req.id, error: { kind, message: err instanceof Error ? err.message : String(err) }, state: this.state() });
+      });
+    });
+  }
+
+  private send(c: net.Socket, r: Response): void {
+    if (!c.destroyed) c.write(`${JSON.stringify(r)}\n`);
+  }
+
+  private async answer(req: Request): Promise<unknown> {
+    const p = req.params;
+    switch (req.method) {
+      case 'hello':
+        return null;
+      case 'mount': {
+        const digest = optionalString(p, 'digest');
+        const mp = absolutePath(p, 'mountpoint');
+        await this.mounter.mount(absolutePath(p, 'layerDir'), mp, this.log.child({ ...(digest ? { digest } : {}), mountpoint: mp }));
+        return null;
+      }
+      case 'unmount':
+        return this.mounter.unmount(absolutePath(p, 'mountpoint'));
+      case 'reconcile':
+        return this.mounter.reconcile(absolutePath(p, 'prefix'), new Set(pathList(p, 'keep')));
+      case 'metrics':
+        return this.metrics.registry.getMetricsAsJSON();
+      case 'handover':
+        return this.handover();
+      case 'shutdown':
+        setImmediate(() => void this.shutdown('asked over the control socket'));
+        return null;
+    }
+  }
+
+  /**
+   * Starts a successor with the same command, hands it every mount and exits once it serves
+   * them. If the successor fails to start, this process takes its mounts back and goes on.
+   */
+  private async handover(): Promise<{ pid: number }> {
+    if (this.exiting) throw new SnapshotterError('FailedPrecondition', 'the FUSE server is already stopping');
+    this.exiting = true;
+    await this.stopListening(false);
+    const handed = await this.mounter.drainForHandover();
+    const fds = handed.map((m) => m.fd);
+    const state: HandoverState = { mounts: handed.map((m, i) => ({ ...m, fd: 3 + i })) };
+    const [cmd, ...pre] = this.o.successorCommand;
+    this.log.info({ mounts: handed.length }, 'handing every layer mount to a new FUSE server process');
+    const child = spawn(cmd as string, [...pre, 'fuse-server', '--socket', this.o.socket, '--takeover', ...this.o.successorArgs], {
+      stdio: ['pipe', 'pipe', 'inherit', ...fds], detached: true, env: process.env,
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the new FUSE server did not report ready within 30 s')), 30_000);
+        child.once('error', (err) => { clearTimeout(timer); reject(err); });
+        child.once('exit', (code, signal) => { clearTimeout(timer); reject(new Error(`the new FUSE server exited (${signal ?? code}) before it was ready`)); });
+        const out = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
+        out.on('line', (l) => { if (l.trim() === READY_LINE) { clearTimeout(timer); resolve(); } });
+        child.stdin?.end(JSON.stringify(state));
+      });
+    } catch (err) {
+      this.log.error({ err }, 'handover failed; this process serves its mounts again');
+      child.kill('SIGKILL');
+      for (const m of handed) this.mounter.adopt(m);
+      this.exiting = false;
+      await this.listen();
+      throw new SnapshotterError('Internal', `handover failed: ${(err as Error).message}`);
+    }
+    child.stdout?.destroy();
+    child.unref();
+    this.handedOver = true;
+    this.log.info({ successor: child.pid }, 'handover done; exiting without unmounting');
+    // Our copies of the descriptors close with the process; the successor holds its own.
+    setImmediate(() => this.finish(0));
+    return { pid: child.pid ?? 0 };
+  }
+
+  private async stopListening(closeConnections = true): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+    if (closeConnections) for (const c of this.conns) c.end();
+  }
+}
+
+/** Reads a predecessor's state from stdin (takeover mode). */
+export async function readHandoverState(input: NodeJS.ReadableStream): Promise<HandoverState> {
+  const chunks: Buffer[] = [];
+  for await (const c of input) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(String(c)));
+  const v = JSON.parse(Buffer.concat(chunks).toString()) as HandoverState;
+  if (!Array.isArray(v.mounts)) throw new Error('handover state has no mounts list');
+  for (const m of v.mounts) {
+    if (typeof m.mountpoint !== 'string' || typeof m.layerDir !== 'string' || !Number.isInteger(m.fd) || typeof m.nodes !== 'object') {
+      throw new Error('handover state holds a malformed mount');
+    }
+  }
+  return v;
+}
