@@ -1,6 +1,6 @@
 // The daemon: containerd's Snapshots API on a unix socket, until SIGTERM or SIGINT.
 import { parseArgs } from 'node:util';
-import { createLogger, isLogLevel, LOG_LEVELS, type Logger } from '../log.js';
+import { createLogger, defaultLogFormat, isLogFormat, isLogLevel, LOG_FORMATS, LOG_LEVELS, type LogFormat, type Logger } from '../log.js';
 import { realpath, mkdir } from 'node:fs/promises';
 import { Snapshotter } from '../snapshotter/snapshotter.js';
 import { StoreLayers } from '../snapshotter/store-layers.js';
@@ -19,6 +19,7 @@ Options:
   --root DIR         where snapshots and metadata live (default ${DEFAULT_ROOT})
   --config FILE      TOML config (default ${DEFAULT_CONFIG_PATH}, read when present)
   --log-level LEVEL  ${LOG_LEVELS.join(', ')} (default info)
+  --log-format FMT   ${LOG_FORMATS.join(' or ')} (default: pretty on a terminal, json otherwise)
   --version          print the version
   --help             print this help
 `;
@@ -29,6 +30,7 @@ export interface DaemonOptions {
   configPath: string;
   configRequired: boolean;
   logLevel: string;
+  logFormat: LogFormat;
 }
 
 export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'version' {
@@ -39,6 +41,7 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'versi
       root: { type: 'string' },
       config: { type: 'string' },
       'log-level': { type: 'string' },
+      'log-format': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -49,18 +52,21 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'versi
   if (values.version) return 'version';
   const logLevel = values['log-level'] ?? 'info';
   if (!isLogLevel(logLevel)) throw new Error(`--log-level ${logLevel}: expected one of ${LOG_LEVELS.join(', ')}`);
+  const logFormat = values['log-format'] ?? defaultLogFormat();
+  if (!isLogFormat(logFormat)) throw new Error(`--log-format ${logFormat}: expected one of ${LOG_FORMATS.join(', ')}`);
   return {
     address: values.address ?? DEFAULT_ADDRESS,
     root: values.root ?? DEFAULT_ROOT,
     configPath: values.config ?? DEFAULT_CONFIG_PATH,
     configRequired: values.config !== undefined,
     logLevel,
+    logFormat,
   };
 }
 
 export async function runDaemon(opts: DaemonOptions, version: string): Promise<number> {
   if (!isLogLevel(opts.logLevel)) throw new Error(`bad log level ${opts.logLevel}`);
-  const log: Logger = createLogger(opts.logLevel);
+  const log: Logger = createLogger(opts.logLevel, opts.logFormat);
   // A bug must not die silently: log it as JSON, then exit; the next start clears dead mounts.
   process.on('uncaughtException', (err) => {
     log.fatal({ err }, 'uncaught exception; exiting');
