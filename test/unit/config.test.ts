@@ -43,12 +43,3 @@ test('a config file is read when present, and a missing one is fine unless it wa
 test('a bad log level is refused', () => {
   assert.throws(() => parseDaemonArgs(['--log-level', 'loud']), /--log-level loud/);
 });
-
-test('--log-format takes json or pretty; anything else is refused and the choices named', () => {
-  for (const f of ['json', 'pretty'] as const) {
-    const d = parseDaemonArgs(['--log-format', f]);
-    assert.ok(typeof d === 'object');
-    assert.equal(d.logFormat, f);
-  }
-  assert.throws(() => parseDaemonArgs(['--log-format', 'xml']), /--log-format xml: expected one of json, pretty/);
-});
