@@ -69,9 +69,9 @@ describe('the daemon logs each layer decision, mount and unmount with the layer 
     await client.prepare(noTargetKey, '', { [LAYER_DIGEST_LABEL]: inStore });
 
     const expected: [string, string, string, RegExp][] = [
-      [lazyKey, inStore, 'lazy', /in the layer store/],
-      [downloadKey, notInStore, 'download', /not in the layer store/],
-      [noTargetKey, inStore, 'download', /no containerd\.io\/snapshot\.ref label/],
+      [lazyKey, inStore, 'remote', /in the layer store/],
+      [downloadKey, notInStore, 'downloaded', /not in the layer store/],
+      [noTargetKey, inStore, 'downloaded', /no containerd\.io\/snapshot\.ref label/],
     ];
     for (const [key, digest, decision, reason] of expected) {
       const lines = decisionsFor(key);
