@@ -1,6 +1,6 @@
 // The daemon: containerd's Snapshots API on a unix socket, until SIGTERM or SIGINT.
 import { parseArgs } from 'node:util';
-import { createLogger, isLogLevel, LOG_LEVELS, type Logger } from '../log.js';
+import { createLogger, defaultLogFormat, isLogFormat, isLogLevel, LOG_FORMATS, LOG_LEVELS, type LogFormat, type Logger } from '../log.js';
 import { realpath, mkdir } from 'node:fs/promises';
 import { Snapshotter } from '../snapshotter/snapshotter.js';
 import { StoreLayers } from '../snapshotter/store-layers.js';
@@ -27,6 +27,7 @@ Options:
   --log-level LEVEL  ${LOG_LEVELS.join(', ')} (default info)
   --fuse-socket SOCK the FUSE server's control socket (default: fuse-server.sock beside --address);
                      the daemon starts a FUSE server there when none answers
+  --log-format FMT   ${LOG_FORMATS.join(' or ')} (default: pretty on a terminal, json otherwise)
   --version          print the version
   --help             print this help
 `;
@@ -38,6 +39,7 @@ export interface DaemonOptions {
   configRequired: boolean;
   logLevel: string;
   fuseSocket: string;
+  logFormat: LogFormat;
 }
 
 export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'version' {
@@ -49,6 +51,7 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'versi
       config: { type: 'string' },
       'log-level': { type: 'string' },
       'fuse-socket': { type: 'string' },
+      'log-format': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -60,6 +63,8 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'versi
   const logLevel = values['log-level'] ?? 'info';
   if (!isLogLevel(logLevel)) throw new Error(`--log-level ${logLevel}: expected one of ${LOG_LEVELS.join(', ')}`);
   const address = values.address ?? DEFAULT_ADDRESS;
+  const logFormat = values['log-format'] ?? defaultLogFormat();
+  if (!isLogFormat(logFormat)) throw new Error(`--log-format ${logFormat}: expected one of ${LOG_FORMATS.join(', ')}`);
   return {
     address,
     fuseSocket: values['fuse-socket'] ?? join(dirname(address), 'fuse-server.sock'),
@@ -67,12 +72,13 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'versi
     configPath: values.config ?? DEFAULT_CONFIG_PATH,
     configRequired: values.config !== undefined,
     logLevel,
+    logFormat,
   };
 }
 
 export async function runDaemon(opts: DaemonOptions, version: string): Promise<number> {
   if (!isLogLevel(opts.logLevel)) throw new Error(`bad log level ${opts.logLevel}`);
-  const log: Logger = createLogger(opts.logLevel);
+  const log: Logger = createLogger(opts.logLevel, opts.logFormat);
   // A bug must not die silently: log it as JSON, then exit; the next start clears dead mounts.
   process.on('uncaughtException', (err) => {
     log.fatal({ err }, 'uncaught exception; exiting');

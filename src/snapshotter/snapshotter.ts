@@ -278,7 +278,7 @@ export class Snapshotter {
     const decision = await remote.decide(labels);
     const log = this.log.child({ key, digest: decision.digest ?? labels[LAYER_DIGEST_LABEL] });
     if (!decision.remote) {
-      log.info({ reason: decision.reason }, 'layer will be downloaded');
+      log.info({ decision: 'downloaded', reason: decision.reason }, 'layer will be downloaded');
       return;
     }
     validateKey(decision.target, 'target');
@@ -297,7 +297,7 @@ export class Snapshotter {
     } finally {
       await rm(made, { recursive: true, force: true });
     }
-    log.info({ target: decision.target }, 'layer served from the store');
+    log.info({ decision: 'remote', reason: 'the layer is in the layer store', target: decision.target }, 'layer served from the store');
     throw new AlreadyExists(`target snapshot "${decision.target}" already exists`);
   }
 
