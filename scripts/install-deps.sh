@@ -2,7 +2,7 @@
 # Installs the Debian packages the daemon, the tests and the demo need, if any is missing.
 # Runs as root. Safe to run again.
 set -e
-PKGS="containerd runc libfuse2 fuse attr busybox-static docker-registry skopeo umoci debootstrap golang-go golang-github-containerd-containerd-dev"
+PKGS="containerd runc libfuse2 fuse attr python3 python3-fusepy busybox-static docker-registry skopeo umoci debootstrap golang-go golang-github-containerd-containerd-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
