@@ -27,7 +27,7 @@ import { silentLogger } from '../../src/log.js';
 import { exec, execOk } from '../../src/sys/exec.js';
 import { Scope } from '../helpers/scope.js';
 import { listMounts } from '../helpers/mounts.js';
-import { probe, probeOne, outcome, readAll, type ProbeResult, type WalkEntry } from './fs-probe.js';
+import { dataText, probe, probeOne, outcome, readAll, type ProbeResult, type WalkEntry } from './fs-probe.js';
 
 const token = (what: string): string => `${what}-${crypto.randomBytes(12).toString('hex')}`;
 const TOKEN_OUT = token('OUTSIDE');
@@ -465,7 +465,7 @@ async function namesServed(names: readonly Buffer[]): Promise<{ got: NameServed[
     lstat: rs[2 * i]?.ok ? 'ok' : outcome(rs[2 * i] as ProbeResult),
     read: outcome(rs[2 * i + 1] as ProbeResult),
   }));
-  const want = names.map((n) => ({ name: JSON.stringify(n.toString('latin1')), listed: true, lstat: 'ok', read: `data:${contentOf(n)}` }));
+  const want = names.map((n) => ({ name: JSON.stringify(n.toString('latin1')), listed: true, lstat: 'ok', read: dataText(contentOf(n)) }));
   return { got, want };
 }
 
