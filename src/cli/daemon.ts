@@ -96,23 +96,6 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
   const root = await realpath(opts.root);
   const layerLog = log.child({ component: 'layers' });
   const daemonMetrics = createDaemonMetrics();
-  // Layers are served by a separate long-lived process, so that this one can restart without
-  // breaking a running container; it is started here when none answers.
-  const mounter = new RemoteLayerMounter({
-    socket: opts.fuseSocket,
-    log: layerLog,
-    startServer: () => {
-      const pid = spawnDetached(process.execPath, [BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
-        ...(config.metadataCacheEntries ? ['--cache-entries', String(config.metadataCacheEntries)] : [])]);
-      log.info({ pid, socket: opts.fuseSocket }, 'started a FUSE server');
-    },
-  });
-  await mounter.connect();
-  log.info({ fuseServer: mounter.server, mounts: mounter.mountpoints().length }, 'connected to the FUSE server');
-  const remote = new CountingRemoteLayers(
-    new StoreLayers(new LayerStore(config.absoluteMountpoint), mounter, layerLog),
-    (isRemote, reason) => daemonMetrics.decision(isRemote, reason),
-  );
 
   // Before anything is mounted, so that a bad address stops the daemon with nothing to undo.
   let metricsServer: MetricsServer | undefined;
@@ -128,6 +111,29 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
   const closeMetrics = async (): Promise<void> => {
     await metricsServer?.close();
   };
+
+  // Layers are served by a separate long-lived process, so that this one can restart without
+  // breaking a running container; it is started here when none answers.
+  const mounter = new RemoteLayerMounter({
+    socket: opts.fuseSocket,
+    log: layerLog,
+    startServer: () => {
+      const pid = spawnDetached(process.execPath, [BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
+        ...(config.metadataCacheEntries ? ['--cache-entries', String(config.metadataCacheEntries)] : [])]);
+      log.info({ pid, socket: opts.fuseSocket }, 'started a FUSE server');
+    },
+  });
+  try {
+    await mounter.connect();
+  } catch (err) {
+    await closeMetrics();
+    throw err;
+  }
+  log.info({ fuseServer: mounter.server, mounts: mounter.mountpoints().length }, 'connected to the FUSE server');
+  const remote = new CountingRemoteLayers(
+    new StoreLayers(new LayerStore(config.absoluteMountpoint), mounter, layerLog),
+    (isRemote, reason) => daemonMetrics.decision(isRemote, reason),
+  );
 
   let sn: Snapshotter;
   try {
