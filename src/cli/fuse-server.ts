@@ -4,7 +4,8 @@
 import { writeFile, rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { createLogger, isLogLevel, LOG_LEVELS } from '../log.js';
-import { FuseServer, READY_LINE, readHandoverState } from '../fuse/server/server.js';
+import { FuseServer, READY_FD, READY_LINE, readHandoverState } from '../fuse/server/server.js';
+import { closeSync, writeSync } from 'node:fs';
 import { RemoteLayerMounter } from '../fuse/server/client.js';
 import { parseCommand, usageError } from './args.js';
 import { DEFAULT_FUSE_SOCKET } from './config.js';
@@ -82,7 +83,10 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
   await server.listen();
   const pidFile = `${socket}.pid`;
   await writeFile(pidFile, `${process.pid}\n`);
-  if (v.takeover) process.stdout.write(`${READY_LINE}\n`);
+  if (v.takeover) {
+    writeSync(READY_FD, `${READY_LINE}\n`);
+    closeSync(READY_FD);
+  }
   const onSignal = (signal: NodeJS.Signals): void => void server.shutdown(signal);
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);

@@ -50,6 +50,8 @@ const WRITES = new Set<number>([
   Op.SETXATTR, Op.REMOVEXATTR, Op.CREATE, Op.FALLOCATE, Op.TMPFILE, Op.COPY_FILE_RANGE,
 ]);
 const DIR_CACHE = 64;
+const STORE_CHANGED = new Set(['ENOENT', 'ENOTDIR', 'EISDIR', 'EACCES', 'EPERM', 'ENXIO', 'ELOOP']);
+const NAME_ANSWERS = new Set(['ENOENT', 'ENOTDIR', 'ELOOP']);
 
 export class LayerOps implements RequestHandler {
   private readonly tree: LayerTree;
@@ -105,9 +107,9 @@ export class LayerOps implements RequestHandler {
     const node = this.nodes.get(h.nodeid);
     if (!node) return reply.error(ESTALE);
     switch (op) {
-      case Op.LOOKUP: return this.serve(h, node, reply, () => this.lookup(node, readCString(body).toString()));
+      case Op.LOOKUP: return this.serve(h, node, reply, () => this.lookup(node, readCString(body).toString('latin1')));
       case Op.GETATTR: return this.serve(h, node, reply, async () => encodeAttrOut(await this.tree.getattr(node.path), this.v.attrSec));
-      case Op.READLINK: return this.serve(h, node, reply, async () => Buffer.from(await this.tree.readlink(node.path)));
+      case Op.READLINK: return this.serve(h, node, reply, async () => Buffer.from(await this.tree.readlink(node.path), 'latin1'));
       case Op.READ: return this.read(h, node, readReadIn(body), reply);
       case Op.READDIRPLUS: return this.serve(h, node, reply, () => this.readdir(node, readReadIn(body), true));
       case Op.READDIR: return this.serve(h, node, reply, () => this.readdir(node, readReadIn(body), false));
@@ -172,7 +174,7 @@ export class LayerOps implements RequestHandler {
       const name = listing.names[i] as string;
       const attr = listing.stats[i];
       if (attr === undefined) break;
-      const nameBuf = Buffer.from(name);
+      const nameBuf = Buffer.from(name, 'latin1');
       const size = direntSize(nameBuf.length, plus);
       if (used + size > req.size) break;
       const dots = name === '.' || name === '..';
@@ -294,7 +296,12 @@ export class LayerOps implements RequestHandler {
 
   private fail(h: InHeader, node: NodeRecord, err: unknown, reply: Reply): void {
     const code = codeOf(err);
-    if (isExpectedCode(code)) {
+    // The kernel asks about a node it was told exists, after checking its permissions itself:
+    // if the store now says the node is missing, of another type, or forbidden, the store has
+    // changed or failed under the mount, and a program in a container should see EIO.
+    // A LOOKUP's ENOENT/ENOTDIR/ELOOP are answers about the name; its EACCES is the store's.
+    const storeFailed = STORE_CHANGED.has(code) && !(h.opcode === Op.LOOKUP && NAME_ANSWERS.has(code));
+    if (isExpectedCode(code) && !storeFailed) {
       this.log.trace({ op: opName(h.opcode), path: node.path, code }, 'layer op answered with an error');
       reply.error(code === 'ENOTDIR' ? ENOTDIR : pos(code));
       return;

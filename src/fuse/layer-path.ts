@@ -16,7 +16,8 @@ export function layerPathComponents(p: string): string[] {
     if (c === '' || c === '.' || c === '..' || c.includes('\0')) {
       throw new FsError('EINVAL', `bad component ${JSON.stringify(c)} in layer path ${JSON.stringify(p)}`);
     }
-    if (Buffer.byteLength(c) > NAME_MAX) throw new FsError('ENAMETOOLONG', `component too long in ${JSON.stringify(p)}`);
+    // Paths are binary strings (one char per byte, see layer-tree.ts).
+    if (c.length > NAME_MAX) throw new FsError('ENAMETOOLONG', `component too long in ${JSON.stringify(p)}`);
   }
   return parts;
 }

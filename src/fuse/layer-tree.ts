@@ -5,6 +5,10 @@
 //    O_NOFOLLOW, and its xattrs are read through an O_PATH|O_NOFOLLOW descriptor;
 //  - AUFS whiteouts become overlayfs whiteouts (see whiteout.ts);
 //  - every metadata answer, negative ones included, goes through the shared LRU.
+// Paths are "binary strings": one char per byte (latin1), as the kernel sends names, so names
+// that are not UTF-8 survive the round trip; they become bytes again only at the host call.
+// A store that changes under a mount (a file gone, replaced, or the store unmounted) is a
+// failure of the store, answered EIO and never cached: see checkRoot() and open().
 // Residual risk: a store that is modified while mounted could swap a checked directory for a
 // symlink between the check and the use. Layer stores are immutable, and Node has no openat2.
 import fs from 'node:fs';
@@ -76,10 +80,12 @@ export class LayerTree {
   private readonly concurrency: number;
   private readonly showXattr: XattrFilter;
   private readonly handles = new Map<number, number>();
+  private readonly rootBytes: Buffer;
   private nextHandle = 1;
 
   constructor(opts: LayerTreeOptions) {
     this.root = opts.root.endsWith('/') && opts.root !== '/' ? opts.root.slice(0, -1) : opts.root;
+    this.rootBytes = Buffer.from(this.root);
     this.cache = opts.cache;
     this.ns = opts.namespace;
     this.log = opts.log;
@@ -154,7 +160,7 @@ export class LayerTree {
     if (n.whiteout || !isSymlinkMode(n.stat.mode)) throw new FsError('EINVAL');
     const path = n.path;
     const a = await this.cache.resolve(this.key('l', path), async () => {
-      const target = await fs.promises.readlink(this.host(path));
+      const target = (await fs.promises.readlink(this.host(path), { encoding: 'buffer' })).toString('latin1');
       return valueAnswer<LayerMeta>({ t: 'link', target });
     });
     if (a.kind === 'absent') throw new FsError(a.reason);
@@ -224,7 +230,13 @@ export class LayerTree {
     if (isDirectoryMode(n.stat.mode)) throw new FsError('EISDIR');
     // Devices and fifos are opened by the kernel itself; a request here is for something odd.
     if (n.whiteout || !isRegularMode(n.stat.mode)) throw new FsError('ENXIO');
-    const fd = await openFd(this.host(n.path), O_RDONLY | O_NOFOLLOW);
+    // O_NONBLOCK: a fifo put where the file was must not hang the open.
+    const fd = await openFd(this.host(n.path), O_RDONLY | O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    const now = await fstatFd(fd).catch(async (err: unknown) => { await closeFd(fd).catch(() => undefined); throw err; });
+    if (!now.isFile() || now.ino !== n.stat.ino) {
+      await closeFd(fd).catch(() => undefined);
+      throw new FsError('EIO', `${n.path} changed in the store while mounted (now ${now.isFile() ? 'another file' : 'not a regular file'})`);
+    }
     const fh = this.allocHandle();
     this.handles.set(fh, fd);
     return fh;
@@ -264,8 +276,23 @@ export class LayerTree {
     return `${this.ns}${kind}:${p}`;
   }
 
-  private host(p: string): string {
-    return p === '/' ? this.root : this.root + p;
+  private host(p: string): Buffer {
+    return p === '/' ? this.rootBytes : Buffer.concat([this.rootBytes, Buffer.from(p, 'latin1')]);
+  }
+
+  /**
+   * An absent name is only an answer while the layer directory is there: an unmounted or
+   * vanished store makes every name absent, and that must be EIO, not a cached ENOENT. (Not
+   * its identity: a store mounted again legitimately comes back with a new device number.)
+   */
+  private async checkRoot(): Promise<void> {
+    let st: fs.BigIntStats;
+    try {
+      st = await lstatHost(this.rootBytes);
+    } catch (err) {
+      throw new FsError('EIO', `the layer directory ${this.root} is gone from the store (${codeOf(err)})`);
+    }
+    if (!st.isDirectory()) throw new FsError('EIO', `the layer directory ${this.root} is no longer a directory`);
   }
 
   /** lstat of a layer path whose ancestors are known to be real directories; cached either way. */
@@ -275,8 +302,9 @@ export class LayerTree {
         return valueAnswer<LayerMeta>({ t: 'stat', stat: toLayerAttr(await lstatHost(this.host(p))) });
       } catch (err) {
         const code = codeOf(err);
-        if (isDefinitiveCode(code)) return absentAnswer<LayerMeta>(code);
-        throw err;
+        if (!isDefinitiveCode(code)) throw err;
+        await this.checkRoot();
+        return absentAnswer<LayerMeta>(code);
       }
     });
   }
@@ -314,7 +342,7 @@ export class LayerTree {
   /** The translated listing of a directory known to be real; fills the attribute cache too. */
   private async listing(dir: string): Promise<DirListing> {
     const a = await this.cache.resolve(this.key('d', dir), async () => {
-      const raw = await fs.promises.readdir(this.host(dir));
+      const raw = (await fs.promises.readdir(this.host(dir), { encoding: 'buffer' })).map((b) => b.toString('latin1'));
       const t = translateListing(raw);
       // The kernel stats nearly every listed entry next (ls -l, find, overlayfs lookups), so
       // the lstat calls run now, in parallel on the thread pool, instead of one round trip each.
@@ -382,7 +410,11 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
 
 // Callback fs calls wrapped by hand: the raw-descriptor API is the cheapest path per request,
 // and fs.promises would wrap every descriptor in a FileHandle.
-function openFd(p: string, flags: number): Promise<number> {
+function fstatFd(fd: number): Promise<fs.BigIntStats> {
+  return new Promise((resolve, reject) => fs.fstat(fd, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st))));
+}
+
+function openFd(p: string | Buffer, flags: number): Promise<number> {
   return new Promise((resolve, reject) => fs.open(p, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
 }
 
@@ -390,7 +422,7 @@ function readFd(fd: number, buf: Buffer, off: number, len: number, pos: number):
   return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
-function lstatHost(p: string): Promise<fs.BigIntStats> {
+function lstatHost(p: Buffer): Promise<fs.BigIntStats> {
   return new Promise((resolve, reject) => fs.lstat(p, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st))));
 }
 

@@ -32,8 +32,10 @@ export interface HandoverState {
   mounts: HandedMount[];
 }
 
-/** The line a successor prints on stdout once it serves everything and listens. */
+/** The line a successor writes on its fd 3 once it serves everything and listens. */
 export const READY_LINE = 'fuse-server ready';
+export const READY_FD = 3;
+export const FIRST_FUSE_FD = 4;
 
 export class FuseServer {
   private readonly o: FuseServerOptions;
@@ -88,7 +90,7 @@ export class FuseServer {
     if (this.exiting) return;
     this.exiting = true;
     this.log.info({ reason }, 'FUSE server stopping: unmounting every layer');
-    await this.stopListening();
+    this.stopListening();
     const r = await this.mounter.close();
     this.log.info({ unmounted: r.unmounted.length, lazily: r.lazilyUnmounted.length, failed: r.failed.length }, 'FUSE server stopped');
     this.finish(r.failed.length > 0 ? 1 : 0);
@@ -133,7 +135,7 @@ export class FuseServer {
       case 'mount': {
         const digest = optionalString(p, 'digest');
         const mp = absolutePath(p, 'mountpoint');
-        await this.mounter.mount(absolutePath(p, 'layerDir'), mp, this.log.child({ ...(digest ? { digest } : {}), mountpoint: mp }));
+        await this.mounter.mount(absolutePath(p, 'layerDir'), mp, digest ? this.log.child({ digest }) : undefined);
         return null;
       }
       case 'unmount':
@@ -157,21 +159,22 @@ export class FuseServer {
   private async handover(): Promise<{ pid: number }> {
     if (this.exiting) throw new SnapshotterError('FailedPrecondition', 'the FUSE server is already stopping');
     this.exiting = true;
-    await this.stopListening(false);
+    this.stopListening(false);
     const handed = await this.mounter.drainForHandover();
     const fds = handed.map((m) => m.fd);
-    const state: HandoverState = { mounts: handed.map((m, i) => ({ ...m, fd: 3 + i })) };
+    // The successor's fd 3 carries its ready line; the /dev/fuse descriptors follow from fd 4.
+    const state: HandoverState = { mounts: handed.map((m, i) => ({ ...m, fd: FIRST_FUSE_FD + i })) };
     const [cmd, ...pre] = this.o.successorCommand;
     this.log.info({ mounts: handed.length }, 'handing every layer mount to a new FUSE server process');
     const child = spawn(cmd as string, [...pre, 'fuse-server', '--socket', this.o.socket, '--takeover', ...this.o.successorArgs], {
-      stdio: ['pipe', 'pipe', 'inherit', ...fds], detached: true, env: process.env,
+      stdio: ['pipe', 'inherit', 'inherit', 'pipe', ...fds], detached: true, env: process.env,
     });
     try {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('the new FUSE server did not report ready within 30 s')), 30_000);
         child.once('error', (err) => { clearTimeout(timer); reject(err); });
         child.once('exit', (code, signal) => { clearTimeout(timer); reject(new Error(`the new FUSE server exited (${signal ?? code}) before it was ready`)); });
-        const out = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
+        const out = readline.createInterface({ input: child.stdio[3] as NodeJS.ReadableStream });
         out.on('line', (l) => { if (l.trim() === READY_LINE) { clearTimeout(timer); resolve(); } });
         child.stdin?.end(JSON.stringify(state));
       });
@@ -183,7 +186,7 @@ export class FuseServer {
       await this.listen();
       throw new SnapshotterError('Internal', `handover failed: ${(err as Error).message}`);
     }
-    child.stdout?.destroy();
+    (child.stdio[3] as NodeJS.ReadableStream & { destroy(): void }).destroy();
     child.unref();
     this.handedOver = true;
     this.log.info({ successor: child.pid }, 'handover done; exiting without unmounting');
@@ -192,10 +195,11 @@ export class FuseServer {
     return { pid: child.pid ?? 0 };
   }
 
-  private async stopListening(closeConnections = true): Promise<void> {
+  /** Stops accepting connections (close()'s callback would wait for the open ones to end). */
+  private stopListening(closeConnections = true): void {
     const s = this.server;
     this.server = undefined;
-    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+    s?.close();
     if (closeConnections) for (const c of this.conns) c.end();
   }
 }
