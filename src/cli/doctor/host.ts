@@ -59,17 +59,14 @@ export interface LibFacts {
   fromDirs: string[];
 }
 
+/**
+ * libfuse2 used to be loaded through fuse-native. The FUSE layer now speaks the kernel protocol
+ * on /dev/fuse itself and mounts through mount(8), so libfuse is reported, never required.
+ */
 export function checkLibfuse(f: LibFacts): Finding {
-  const cached = f.fromLdconfig ?? [];
-  if (cached.length > 0) return finding('fuse.libfuse2', 'libfuse2', 'ok', `${f.name} at ${cached[0]} (ldconfig cache); fuse-native loads it`);
-  if (f.fromDirs.length > 0 && f.fromLdconfig === undefined) {
-    return finding('fuse.libfuse2', 'libfuse2', 'ok', `${f.name} at ${f.fromDirs[0]} (ldconfig did not run, so its cache was not consulted); fuse-native loads it`);
-  }
-  if (f.fromDirs.length > 0) {
-    return finding('fuse.libfuse2', 'libfuse2', 'warn', `${f.name} at ${f.fromDirs[0]}, but not in the ldconfig cache, so loading it may fail: run ldconfig`);
-  }
-  return finding('fuse.libfuse2', 'libfuse2', 'fail',
-    `${f.name} is not in the ldconfig cache nor in the usual library directories: apt-get install libfuse2 (libfuse2t64 on Debian 13 and Ubuntu 24.04); fuse-native cannot load without it`);
+  const at = (f.fromLdconfig ?? [])[0] ?? f.fromDirs[0];
+  const why = 'not needed: the layer filesystem speaks the FUSE protocol on /dev/fuse itself and mounts with mount(8)';
+  return finding('fuse.libfuse2', 'libfuse2', 'ok', at ? `${f.name} at ${at}; ${why}` : `${f.name} is not installed; ${why}`);
 }
 
 /** The file system names in /proc/filesystems ("nodev\toverlay" → "overlay"). */
