@@ -90,6 +90,8 @@ export interface FuseLayerMounterOptions {
 }
 
 export const DEFAULT_CACHE_ENTRIES = 200_000;
+/** /dev/fuse is character device 10:229 (glibc's dev_t encoding). */
+const FUSE_DEVICE = (10 << 8) | 229;
 
 /** A live mount handed from one FUSE server process to the next. */
 export interface HandedMount {
@@ -256,6 +258,10 @@ export class FuseLayerMounter implements LayerMounter {
 
   /** Serves mounts a predecessor handed over; fd is the descriptor as numbered in this process. */
   adopt(m: HandedMount, log?: Logger): void {
+    const st = fs.fstatSync(m.fd);
+    if (!st.isCharacterDevice() || st.rdev !== FUSE_DEVICE) {
+      throw new Error(`handover: descriptor ${m.fd} for ${m.mountpoint} is not /dev/fuse`);
+    }
     const l = (log ?? this.log).child({ mountpoint: m.mountpoint, layer: m.layerDir });
     const tree = new LayerTree({ root: m.layerDir, cache: this.cache, namespace: `${++this.seq}\0`, log: l });
     const ops = new LayerOps(tree, l, this.tuning, m.nodes);

@@ -112,8 +112,9 @@ export class FuseSession {
       this.running--;
       if (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        // ENOENT: the request was interrupted before we got it; EINTR/EAGAIN: try again.
-        if (code === 'ENOENT' || code === 'EINTR' || code === 'EAGAIN') {
+        // ENOENT: the request was interrupted before we got it; EINTR: try again. (The device
+        // is blocking: EAGAIN would mean a wrong descriptor, and retrying it would spin.)
+        if (code === 'ENOENT' || code === 'EINTR') {
           this.readNext();
           return;
         }
