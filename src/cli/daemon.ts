@@ -7,7 +7,7 @@ import { StoreLayers } from '../snapshotter/store-layers.js';
 import { LayerStore } from '../layers/store.js';
 import { RemoteLayerMounter } from '../fuse/server/client.js';
 import { spawnDetached } from '../sys/exec.js';
-import { BIN_PATH } from './fuse-server.js';
+import { BIN_PATH, FUSE_SERVER_THREADS } from './fuse-server.js';
 import { dirname, join } from 'node:path';
 import { SocketServer } from '../server/server.js';
 import { snapshotsHandlers } from '../server/service.js';
@@ -119,7 +119,8 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
     log: layerLog,
     startServer: () => {
       const pid = spawnDetached(process.execPath, [BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
-        ...(config.metadataCacheEntries ? ['--cache-entries', String(config.metadataCacheEntries)] : [])]);
+        ...(config.metadataCacheEntries ? ['--cache-entries', String(config.metadataCacheEntries)] : [])],
+      { env: { ...process.env, UV_THREADPOOL_SIZE: String(FUSE_SERVER_THREADS) } });
       log.info({ pid, socket: opts.fuseSocket }, 'started a FUSE server');
     },
   });

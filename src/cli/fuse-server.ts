@@ -27,6 +27,12 @@ outlives the daemon, so restarting the daemon never breaks a running container.
 `;
 
 export const BIN_PATH = fileURLToPath(new URL('../../../bin/cvmfs-snapshotter', import.meta.url));
+/**
+ * libuv pool threads the daemon gives the FUSE server: each mounted layer keeps one read
+ * pending on /dev/fuse there (src/fuse/tuning.ts), so 512 serve about 500 layers. They cost
+ * stack address space and a few pages each.
+ */
+export const FUSE_SERVER_THREADS = 512;
 
 export async function fuseServerCommand(args: string[]): Promise<number> {
   const p = parseCommand('fuse-server', USAGE, args, {
@@ -49,6 +55,11 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     if (!Number.isSafeInteger(cacheEntries) || cacheEntries < 1) return usageError('fuse-server', `--cache-entries must be a positive integer, got ${v['cache-entries']}`);
   }
   const log = createLogger(level).child({ component: 'fuse-server' });
+  // The pool is sized when the process first uses it, before any of our code runs; only the
+  // environment the process started with counts.
+  if (!v.handover && !v.stop && process.env.UV_THREADPOOL_SIZE === undefined) {
+    return usageError('fuse-server', `start it with UV_THREADPOOL_SIZE in the environment (the daemon uses ${FUSE_SERVER_THREADS}): each layer holds one libuv pool thread`);
+  }
 
   if (v.handover || v.stop) {
     const client = new RemoteLayerMounter({ socket, log, startServer: () => undefined, startTimeoutMs: 2000 });
