@@ -19,7 +19,7 @@ export const DEFAULT_TUNING: Readonly<LayerFsTuning> = {
   maxBackground: 64,
   openFiles: 256,
   allowOther: true,
-  readAheadKb: 512,
+  readAheadKb: 2048,
   readersPerMount: 1,
 };
 
