@@ -109,12 +109,14 @@ describe('the daemon logs each layer decision, mount and unmount with the layer 
     assert.ok(mounts.some((l) => l.mountpoint === mounted[0]?.mountPoint), 'the logged mountpoint is the real one');
   });
 
-  test('a layer still mounted at shutdown is unmounted, and that line names its digest too', async () => {
+  test('a layer still mounted when the daemon stops stays served; the FUSE server\'s own stop unmounts it, and that line names its digest too', async () => {
     await client.prepare('k8s.io/5/container', 'k8s.io/2/sha256:bbbb');
     assert.equal(fuseMountsUnder(daemon.root).length, 1);
     const before = mountLines('unmounted layer').length;
     await daemon.stop();
-    assert.deepEqual(fuseMountsUnder(daemon.root), [], 'the daemon unmounted its layer on SIGTERM');
+    assert.equal(fuseMountsUnder(daemon.root).length, 1, 'the FUSE server outlives the daemon and keeps serving the layer');
+    await daemon.stopFuseServer();
+    assert.deepEqual(fuseMountsUnder(daemon.root), [], 'the FUSE server unmounted its layer on SIGTERM');
     const late = mountLines('unmounted layer').slice(before);
     assert.equal(late.length, 1, `one unmount line at shutdown: ${JSON.stringify(late)}`);
     assert.equal(late[0]?.digest, inStore);

@@ -2,6 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { DEFAULT_TUNING } from '../../src/fuse/index.js';
 import path from 'node:path';
 import { FuseLayerMounter } from '../../src/fuse/index.js';
 import { silentLogger } from '../../src/log.js';
@@ -147,7 +148,8 @@ print(call(libc.listxattr, p, buf, 3), call(libc.listxattr, p, None, 0), call(li
 test('the kernel read-ahead of the mount is raised', async () => {
   const mi = (await fs.promises.readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.includes('layer\\040one'));
   const dev = mi?.split(' ')[2];
-  assert.equal((await fs.promises.readFile(`/sys/class/bdi/${dev}/read_ahead_kb`, 'utf8')).trim(), '512');
+  assert.equal((await fs.promises.readFile(`/sys/class/bdi/${dev}/read_ahead_kb`, 'utf8')).trim(), String(DEFAULT_TUNING.readAheadKb));
+  assert.ok(DEFAULT_TUNING.readAheadKb > 128, 'above the kernel default of 128 KiB');
 });
 
 test('fifos, devices, setuid/setgid/sticky modes and odd owners come through', async () => {
