@@ -102,8 +102,11 @@ test('a scrape after gRPC calls, a remote layer mounted and read', async () => {
   assert.ok(s.has('cvmfs_snapshotter_metadata_cache_hits_total'), 'cache hits are exposed (the kernel may have answered every repeat itself)');
   assert.ok(value(s, 'cvmfs_snapshotter_metadata_cache_entries') >= 1);
 
-  // The FUSE request families are defined. fuse-native's layer does not report requests to the
-  // observer; the FUSE layer that replaces it will, and then these get lookup/getattr/read values.
+  // The FUSE server answered the kernel: lookups of etc, hello.txt and the missing name (a
+  // negative entry is an answer, not an error), and a READ of the file's 21 bytes.
+  assert.ok(value(s, 'cvmfs_snapshotter_fuse_request_duration_seconds_count{op="lookup"}') >= 3, 'lookups counted');
+  assert.ok(value(s, 'cvmfs_snapshotter_fuse_request_duration_seconds_count{op="read"}') >= 1, 'reads counted');
+  assert.ok(value(s, 'cvmfs_snapshotter_fuse_read_bytes_total') >= 21, 'the bytes of hello.txt were served');
   for (const family of ['fuse_request_duration_seconds', 'fuse_request_errors_total', 'fuse_read_bytes_total']) {
     assert.match(text, new RegExp(`^# HELP cvmfs_snapshotter_${family} \\S`, 'm'), `${family} has a HELP line`);
     assert.match(text, new RegExp(`^# TYPE cvmfs_snapshotter_${family} (histogram|counter)$`, 'm'));
