@@ -15,6 +15,7 @@ import { Scope } from '../helpers/scope.js';
 import { defaultDaemonConfig, startDaemon, type Daemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
 import { runCli } from '../helpers/cli.js';
+import { samples } from '../helpers/metrics-text.js';
 
 const digestOf = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
 const inStore = digestOf('layer in the store');
@@ -40,17 +41,6 @@ after(async () => {
   c?.close();
   await scope?.teardown();
 });
-
-/** Sample lines of the text format: "name{labels}" → value. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
 
 function value(s: Map<string, number>, series: string): number {
   const v = s.get(series);

@@ -7,17 +7,7 @@ import type { CacheStats } from '../../src/cache/index.js';
 import {
   createDaemonMetrics, createFuseMetrics, errnoLabel, grpcCodeLabel, mergeMetrics, registrySource, type MetricsSource,
 } from '../../src/metrics/index.js';
-
-/** The sample lines of a text exposition: "name{labels}" → value. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
+import { samples } from '../helpers/metrics-text.js';
 
 test('gRPC codes are labelled as Go spells them, and stay bounded', () => {
   assert.equal(grpcCodeLabel('OK'), 'OK');
