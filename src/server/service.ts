@@ -38,6 +38,8 @@ export function snapshotsHandlers(sn: Snapshotter, log: Logger, observe?: CallOb
       Promise.resolve()
         .then(() => {
           key = String(keyOf(req) ?? '');
+          // Keys may be anything a client sends; the log gets enough to recognise one.
+          if (key.length > 256) key = `${key.slice(0, 256)}… (${Buffer.byteLength(key)} bytes)`;
           return fn(req);
         })
         .then(

@@ -2,7 +2,7 @@
 //   labels."k"==v   labels.k   kind==active   name==x   parent==x   parent!=""   name~=regex
 // A comma joins selectors with AND; several filter strings are joined with OR.
 import { setFlagsFromString } from 'node:v8';
-import { InvalidArgument, Unimplemented } from '../errors.js';
+import { InvalidArgument, Unimplemented, quote } from '../errors.js';
 import type { Info } from './types.js';
 
 // containerd matches `~=` with Go's regexp, which runs in linear time. V8's default engine
@@ -44,7 +44,7 @@ class Scanner {
   peek(n = 1): string { return this.src.slice(this.pos, this.pos + n); }
   skipSpace(): void { while (!this.done && /\s/.test(this.src[this.pos] as string)) this.pos++; }
   fail(what: string): never {
-    throw new InvalidArgument(`invalid filter ${JSON.stringify(this.src)} at offset ${this.pos}: ${what}`);
+    throw new InvalidArgument(`invalid filter ${quote(this.src)} at offset ${this.pos}: ${what}`);
   }
 }
 
@@ -114,8 +114,9 @@ function parseSelector(s: Scanner): Selector {
         if (!(e instanceof SyntaxError)) throw e;
         const why = /linear time/.test(e.message)
           ? 'it cannot be matched in linear time (backreferences, lookaround and counted repetition over 16 are not supported)'
-          : e.message;
-        s.fail(`bad regular expression ${JSON.stringify(value)}: ${why}`);
+          // V8 repeats the whole pattern in its message; it is quoted (and cut) already.
+          : e.message.replace(/^Invalid regular expression: \/.*\/\w*: /s, '');
+        s.fail(`bad regular expression ${quote(value)}: ${why}`);
       }
     }
     return { fieldpath, op, value };

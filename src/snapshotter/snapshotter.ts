@@ -8,7 +8,7 @@
 import { mkdir, mkdtemp, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound } from '../errors.js';
+import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, quote } from '../errors.js';
 import type { Logger } from '../log.js';
 import { diskUsage } from '../sys/du.js';
 import { LAYER_DIGEST_LABEL, REMOTE_LABEL, validateLabels } from './labels.js';
@@ -35,9 +35,9 @@ function wallClockUs(): number {
 
 export function validateKey(key: string, what = 'key'): string {
   if (key === '') throw new InvalidArgument(`snapshot ${what} must not be empty`);
-  if (key.includes('\0')) throw new InvalidArgument(`snapshot ${what} ${JSON.stringify(key)} contains a NUL byte`);
+  if (key.includes('\0')) throw new InvalidArgument(`snapshot ${what} ${quote(key)} contains a NUL byte`);
   if (Buffer.byteLength(key) > MAX_KEY_BYTES) {
-    throw new InvalidArgument(`snapshot ${what} "${key.slice(0, 64)}..." is longer than ${MAX_KEY_BYTES} bytes`);
+    throw new InvalidArgument(`snapshot ${what} ${quote(key, 64)} is longer than ${MAX_KEY_BYTES} bytes`);
   }
   return key;
 }
@@ -97,7 +97,7 @@ export class Snapshotter {
   async mounts(key: string): Promise<Mount[]> {
     const rec = this.mustGet(key);
     if (rec.kind === 'committed') {
-      throw new FailedPrecondition(`snapshot "${key}" is committed; only active snapshots and views have mounts`);
+      throw new FailedPrecondition(`snapshot ${quote(key)} is committed; only active snapshots and views have mounts`);
     }
     return this.mountsOf(rec);
   }
@@ -107,15 +107,15 @@ export class Snapshotter {
     labels = validateLabels(labels, name);
     const active = this.mustGet(key);
     if (active.kind !== 'active') {
-      throw new FailedPrecondition(`snapshot "${key}" is not active (it is ${active.kind === 'view' ? 'a view' : 'committed'}); only active snapshots can be committed`);
+      throw new FailedPrecondition(`snapshot ${quote(key)} is not active (it is ${active.kind === 'view' ? 'a view' : 'committed'}); only active snapshots can be committed`);
     }
     // Measured before the transaction: nothing writes to a snapshot while it is being committed.
     const usage = await diskUsage(upperPath(this.root, active.id));
     this.store.tx(() => {
-      if (this.store.get(name)) throw new AlreadyExists(`snapshot "${name}" already exists`);
+      if (this.store.get(name)) throw new AlreadyExists(`snapshot ${quote(name)} already exists`);
       const again = this.store.get(key);
       if (!again || again.id !== active.id || again.kind !== 'active') {
-        throw new NotFound(`snapshot "${key}" does not exist`);
+        throw new NotFound(`snapshot ${quote(key)} does not exist`);
       }
       this.store.commit(active.id, name, labels, usage.size, usage.inodes, this.now());
     });
@@ -128,7 +128,7 @@ export class Snapshotter {
     const rec = this.store.tx(() => {
       const r = this.mustGet(key);
       if (this.store.hasChildren(r.id)) {
-        throw new FailedPrecondition(`snapshot "${key}" has children; remove them first`);
+        throw new FailedPrecondition(`snapshot ${quote(key)} has children; remove them first`);
       }
       this.store.delete(r.id);
       return r;
@@ -144,7 +144,7 @@ export class Snapshotter {
   update(name: string, labels: Labels, fieldpaths: readonly string[]): Info {
     for (const p of fieldpaths) {
       if (p !== 'labels' && !p.startsWith('labels.')) {
-        throw new InvalidArgument(`cannot update field "${p}" of snapshot "${name}": only "labels" and "labels.<key>" can be updated`);
+        throw new InvalidArgument(`cannot update field ${quote(p)} of snapshot ${quote(name)}: only "labels" and "labels.<key>" can be updated`);
       }
     }
     return this.store.tx(() => {
@@ -189,16 +189,16 @@ export class Snapshotter {
 
   private mustGet(key: string): SnapshotRecord {
     const rec = this.store.get(key);
-    if (!rec) throw new NotFound(`snapshot "${key}" does not exist`);
+    if (!rec) throw new NotFound(`snapshot ${quote(key)} does not exist`);
     return rec;
   }
 
   private checkParent(key: string, parent: string): SnapshotRecord | undefined {
     if (parent === '') return undefined;
     const p = this.store.get(parent);
-    if (!p) throw new NotFound(`parent snapshot "${parent}" of "${key}" does not exist`);
+    if (!p) throw new NotFound(`parent snapshot ${quote(parent)} of ${quote(key)} does not exist`);
     if (p.kind !== 'committed') {
-      throw new InvalidArgument(`parent snapshot "${parent}" of "${key}" is not committed (it is ${p.kind})`);
+      throw new InvalidArgument(`parent snapshot ${quote(parent)} of ${quote(key)} is not committed (it is ${p.kind})`);
     }
     return p;
   }
@@ -208,13 +208,13 @@ export class Snapshotter {
     if (parent !== '') validateKey(parent, 'parent');
     labels = validateLabels(labels, key);
     // Fail fast, before touching the disk; the transaction checks again.
-    if (this.store.get(key)) throw new AlreadyExists(`snapshot "${key}" already exists`);
+    if (this.store.get(key)) throw new AlreadyExists(`snapshot ${quote(key)} already exists`);
     const parentRec = this.checkParent(key, parent);
     const tmp = await this.makeDirs(kind, parentRec);
     let rec: SnapshotRecord;
     try {
       rec = this.store.tx(() => {
-        if (this.store.get(key)) throw new AlreadyExists(`snapshot "${key}" already exists`);
+        if (this.store.get(key)) throw new AlreadyExists(`snapshot ${quote(key)} already exists`);
         const p = this.checkParent(key, parent);
         const id = this.store.insert({ key, kind, parentId: p?.id ?? null, nowUs: this.now(), labels });
         renameSync(tmp, snapshotDir(this.root, id));
@@ -298,7 +298,7 @@ export class Snapshotter {
       await rm(made, { recursive: true, force: true });
     }
     log.info({ target: decision.target }, 'layer served from the store');
-    throw new AlreadyExists(`target snapshot "${decision.target}" already exists`);
+    throw new AlreadyExists(`target snapshot ${quote(decision.target)} already exists`);
   }
 
   /** Unmounts every layer that no active snapshot or view stands on any more. */

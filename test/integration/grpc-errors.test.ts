@@ -84,6 +84,26 @@ test('a bad Update field path, an empty key, a NUL in a key and a bad filter are
   await refused(c.list(['labels."unterminated==1']), status.INVALID_ARGUMENT, 'unterminated');
 });
 
+test('huge keys, field paths and filters get their code with a short message that still names them', { timeout: 120_000 }, async () => {
+  // A message travels in an HTTP/2 trailer; one over the client's limit left the call unanswered.
+  const short = async (p: Promise<unknown>, code: status, mention: string): Promise<void> => {
+    await assert.rejects(p, (e: { code: number; details: string }) => {
+      assert.equal(status[e.code], status[code], e.details.slice(0, 200));
+      assert.ok(Buffer.byteLength(e.details) <= 1024, `${Buffer.byteLength(e.details)} bytes of message`);
+      assert.ok(e.details.includes(mention), `"${e.details.slice(0, 200)}" should mention ${mention}`);
+      return true;
+    });
+  };
+  await c.prepare('ns/9/u');
+  await short(c.update({ name: 'ns/9/u', labels: {} }, ['x'.repeat(100_000)]), status.INVALID_ARGUMENT, 'xxxxxxxxxx');
+  await short(c.stat('k'.repeat(1 << 20)), status.NOT_FOUND, 'kkkkkkkkkk');
+  await short(c.remove('€'.repeat(100_000)), status.NOT_FOUND, '€€€€€€€€€€');
+  await short(c.prepare('é'.repeat(5000)), status.INVALID_ARGUMENT, 'longer than 4096 bytes');
+  await short(c.list([`labels."${'x'.repeat(100_000)}`]), status.INVALID_ARGUMENT, 'unterminated');
+  await short(c.list([`name~=${'(a)'.repeat(20_000)}\\1`]), status.INVALID_ARGUMENT, 'linear time');
+  await c.remove('ns/9/u');
+});
+
 test('after all of that the daemon still serves, and nothing of the refused calls was kept', async () => {
   assert.equal(daemon.process.running, true);
   await c.prepare('ns/8/fine');
