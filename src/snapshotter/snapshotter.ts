@@ -86,6 +86,8 @@ export class Snapshotter {
   }
 
   async prepare(key: string, parent: string, labels: Labels): Promise<Mount[]> {
+    // Bad input is refused the same way whether or not the layer could come from the store.
+    this.validateNew(key, parent, labels);
     if (this.remote && labels[LAYER_DIGEST_LABEL] !== undefined) await this.tryRemote(key, parent, labels);
     return this.create('active', key, parent, labels);
   }
@@ -203,10 +205,14 @@ export class Snapshotter {
     return p;
   }
 
-  private async create(kind: Kind, key: string, parent: string, labels: Labels): Promise<Mount[]> {
+  private validateNew(key: string, parent: string, labels: Labels): Labels {
     validateKey(key);
     if (parent !== '') validateKey(parent, 'parent');
-    labels = validateLabels(labels, key);
+    return validateLabels(labels, key);
+  }
+
+  private async create(kind: Kind, key: string, parent: string, labels: Labels): Promise<Mount[]> {
+    labels = this.validateNew(key, parent, labels);
     // Fail fast, before touching the disk; the transaction checks again.
     if (this.store.get(key)) throw new AlreadyExists(`snapshot ${quote(key)} already exists`);
     const parentRec = this.checkParent(key, parent);

@@ -174,6 +174,28 @@ test('a layer missing from the store takes the ordinary path; layers are mounted
   });
 });
 
+test('a Prepare that offers a layer of the store is validated first: a bad key, parent or label is InvalidArgument and nothing is made', async () => {
+  await withRoot(async (root) => {
+    const layers = new RecordingLayers();
+    layers.present.add(D1);
+    const sn = await open(root, layers);
+    const bad: [string, string, Labels][] = [
+      ['x/\0', '', layerLabels(D1, 'sha256:c1')],
+      ['', '', layerLabels(D1, 'sha256:c1')],
+      ['x/1', 'no\0parent', layerLabels(D1, 'sha256:c1')],
+      ['x/1', 'p'.repeat(5000), layerLabels(D1, 'sha256:c1')],
+      ['x/1', '', { ...layerLabels(D1, 'sha256:c1'), big: 'v'.repeat(5000) }],
+      ['x/1', '', { ...layerLabels(D1, 'sha256:c1'), '': 'empty key' }],
+    ];
+    for (const [key, parent, labels] of bad) {
+      await assert.rejects(sn.prepare(key, parent, labels), (e: Error) => e.name === 'InvalidArgument', JSON.stringify([key.slice(0, 20), parent.slice(0, 20)]));
+    }
+    assert.deepEqual(sn.list([]), []);
+    assert.deepEqual(await dirs(root), []);
+    await sn.close();
+  });
+});
+
 test('at start, the layers that active snapshots stand on are handed to reconcile, and nothing else', async () => {
   await withRoot(async (root) => {
     let layers = new RecordingLayers();
