@@ -42,6 +42,17 @@ export function validateKey(key: string, what = 'key'): string {
   return key;
 }
 
+/**
+ * The remote label is the daemon's own statement that a snapshot is served from the layer
+ * store, and with which digest; whatever a client sends for it is replaced or dropped.
+ */
+function ownRemoteLabel(labels: Labels, remoteDigest: string | null): Labels {
+  const out = { ...labels };
+  if (remoteDigest === null) delete out[REMOTE_LABEL];
+  else out[REMOTE_LABEL] = remoteDigest;
+  return out;
+}
+
 function publicInfo(r: SnapshotRecord): Info {
   return { name: r.name, parent: r.parent, kind: r.kind, createdUs: r.createdUs, updatedUs: r.updatedUs, labels: r.labels };
 }
@@ -106,7 +117,7 @@ export class Snapshotter {
 
   async commit(name: string, key: string, labels: Labels): Promise<void> {
     validateKey(name, 'name');
-    labels = validateLabels(labels, name);
+    labels = ownRemoteLabel(validateLabels(labels, name), null);
     const active = this.mustGet(key);
     if (active.kind !== 'active') {
       throw new FailedPrecondition(`snapshot ${quote(key)} is not active (it is ${active.kind === 'view' ? 'a view' : 'committed'}); only active snapshots can be committed`);
@@ -163,7 +174,7 @@ export class Snapshotter {
         if (Object.hasOwn(labels, k)) next[k] = labels[k] as string;
         else delete next[k];
       }
-      next = validateLabels(next, name);
+      next = ownRemoteLabel(validateLabels(next, name), rec.remoteDigest);
       const now = this.now();
       this.store.setLabels(rec.id, next, now);
       return { ...publicInfo(rec), labels: next, updatedUs: now };
@@ -208,7 +219,7 @@ export class Snapshotter {
   private validateNew(key: string, parent: string, labels: Labels): Labels {
     validateKey(key);
     if (parent !== '') validateKey(parent, 'parent');
-    return validateLabels(labels, key);
+    return ownRemoteLabel(validateLabels(labels, key), null);
   }
 
   private async create(kind: Kind, key: string, parent: string, labels: Labels): Promise<Mount[]> {

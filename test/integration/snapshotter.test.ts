@@ -196,6 +196,29 @@ test('a Prepare that offers a layer of the store is validated first: a bad key, 
   });
 });
 
+test('the remote label is the daemon\'s: clients cannot put it on a snapshot, change it or remove it', async () => {
+  await withRoot(async (root) => {
+    const layers = new RecordingLayers();
+    layers.present.add(D1);
+    const sn = await open(root, layers);
+    const forged = { [REMOTE_LABEL]: 'sha256:../../etc', keep: 'me' };
+    await sn.prepare('a', '', forged);
+    assert.deepEqual(sn.stat('a').labels, { keep: 'me' });
+    await sn.view('v', '', forged);
+    assert.deepEqual(sn.stat('v').labels, { keep: 'me' });
+    await sn.commit('c', 'a', forged);
+    assert.deepEqual(sn.stat('c').labels, { keep: 'me' });
+    assert.deepEqual(sn.update('c', forged, []).labels, { keep: 'me' });
+    assert.deepEqual(sn.update('c', forged, [`labels.${REMOTE_LABEL}`]).labels, { keep: 'me' });
+    await assert.rejects(sn.prepare('x/1', '', { ...layerLabels(D1, 'sha256:c1'), [REMOTE_LABEL]: D2 }), /already exists/);
+    assert.equal(sn.stat('sha256:c1').labels[REMOTE_LABEL], D1);
+    assert.equal(sn.update('sha256:c1', {}, ['labels']).labels[REMOTE_LABEL], D1, 'not removed');
+    assert.equal(sn.update('sha256:c1', { [REMOTE_LABEL]: D2 }, [`labels.${REMOTE_LABEL}`]).labels[REMOTE_LABEL], D1, 'not changed');
+    assert.equal(sn.stat('sha256:c1').labels[REMOTE_LABEL], D1);
+    await sn.close();
+  });
+});
+
 test('at start, the layers that active snapshots stand on are handed to reconcile, and nothing else', async () => {
   await withRoot(async (root) => {
     let layers = new RecordingLayers();
