@@ -6,6 +6,7 @@ import { status } from '@grpc/grpc-js';
 import { SnapshotsClient } from '../../src/server/client.js';
 import { Scope } from '../helpers/scope.js';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
+import { METHODS, RawSnapshotsClient } from '../helpers/fuzz/raw-client.js';
 
 let scope: Scope;
 let daemon: Daemon;
@@ -102,6 +103,24 @@ test('huge keys, field paths and filters get their code with a short message tha
   await short(c.list([`labels."${'x'.repeat(100_000)}`]), status.INVALID_ARGUMENT, 'unterminated');
   await short(c.list([`name~=${'(a)'.repeat(20_000)}\\1`]), status.INVALID_ARGUMENT, 'linear time');
   await c.remove('ns/9/u');
+});
+
+test('bytes that are not a protobuf message are InvalidArgument for every method, with the decoder\'s reason', async () => {
+  const raw = new RawSnapshotsClient(daemon.socket);
+  try {
+    // A tag without its length; a varint that never ends; one longer than 64 bits. (The decoder
+    // forgives much else: strings cut at the end of the buffer, wrong wire types of known fields.)
+    for (const hex of ['12', 'ff', 'ffffffffffffffffffffff']) {
+      const bytes = Buffer.from(hex, 'hex');
+      for (const m of METHODS) {
+        const a = await raw.call(m, bytes, 30_000);
+        assert.equal(status[a.code], 'INVALID_ARGUMENT', `${m} ${hex}: ${a.details}`);
+        assert.match(a.details, new RegExp(`the ${m} request is not a valid protobuf message`));
+      }
+    }
+  } finally {
+    raw.close();
+  }
 });
 
 test('after all of that the daemon still serves, and nothing of the refused calls was kept', async () => {
