@@ -8,7 +8,7 @@
 import { mkdir, mkdtemp, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, quote } from '../errors.js';
+import { AlreadyExists, errnoCode, FailedPrecondition, InvalidArgument, NotFound, quote } from '../errors.js';
 import type { Logger } from '../log.js';
 import { diskUsage } from '../sys/du.js';
 import { LAYER_DIGEST_LABEL, REMOTE_LABEL, validateLabels } from './labels.js';
@@ -123,7 +123,7 @@ export class Snapshotter {
       throw new FailedPrecondition(`snapshot ${quote(key)} is not active (it is ${active.kind === 'view' ? 'a view' : 'committed'}); only active snapshots can be committed`);
     }
     // Measured before the transaction: nothing writes to a snapshot while it is being committed.
-    const usage = await diskUsage(upperPath(this.root, active.id));
+    const usage = await this.measure(key, active.id);
     this.store.tx(() => {
       if (this.store.get(name)) throw new AlreadyExists(`snapshot ${quote(name)} already exists`);
       const again = this.store.get(key);
@@ -188,7 +188,7 @@ export class Snapshotter {
 
   async usage(key: string): Promise<Usage> {
     const rec = this.mustGet(key);
-    if (rec.kind === 'active') return diskUsage(upperPath(this.root, rec.id));
+    if (rec.kind === 'active') return this.measure(key, rec.id);
     if (rec.remoteDigest !== null && this.remote) return this.remote.usage(rec.remoteDigest);
     return { size: rec.size ?? 0, inodes: rec.inodes ?? 0 };
   }
@@ -204,6 +204,20 @@ export class Snapshotter {
     const rec = this.store.get(key);
     if (!rec) throw new NotFound(`snapshot ${quote(key)} does not exist`);
     return rec;
+  }
+
+  /**
+   * The disk usage of a snapshot's directory. A Remove that runs meanwhile (containerd's GC
+   * while CRI asks for Usage) deletes the directory under the walk: that is NotFound, as if the
+   * Remove had come first, not a raw ENOENT.
+   */
+  private async measure(key: string, id: number): Promise<Usage> {
+    try {
+      return await diskUsage(upperPath(this.root, id));
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT' && this.store.getById(id) === undefined) throw new NotFound(`snapshot ${quote(key)} does not exist`);
+      throw err;
+    }
   }
 
   private checkParent(key: string, parent: string): SnapshotRecord | undefined {

@@ -98,6 +98,23 @@ test('a new snapshot on a parent gets the owner of the parent root', async () =>
   });
 });
 
+test('Usage and Commit racing a Remove of the same snapshot answer NotFound, never a raw error', async () => {
+  await withRoot(async (root) => {
+    const sn = await open(root);
+    const other: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      await sn.prepare(`k${i}`, '', {});
+      // Enough to walk that the Remove lands during the walk.
+      const fs = join(root, 'snapshots', String(i + 1), 'fs');
+      for (let j = 0; j < 30; j++) await mkdir(join(fs, `d${j}`));
+      const results = await Promise.allSettled([sn.usage(`k${i}`), sn.remove(`k${i}`), sn.commit(`c${i}`, `k${i}`, {})]);
+      for (const r of results) if (r.status === 'rejected' && (r.reason as Error).name !== 'NotFound') other.push(String(r.reason));
+    }
+    assert.deepEqual(other, []);
+    await sn.close();
+  });
+});
+
 /** A stand-in for the FUSE side that records what the snapshotter asks of it. */
 class RecordingLayers implements RemoteLayers {
   readonly present = new Set<string>();
