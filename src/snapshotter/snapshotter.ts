@@ -5,7 +5,8 @@
 // disk change inside a transaction is renaming a fully made directory into place; deletions
 // happen after the commit, so a crash leaves at worst an orphan directory, which startup and
 // Cleanup remove.
-import { mkdir, mkdtemp, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
+import { mkdir, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { AlreadyExists, errnoCode, FailedPrecondition, InvalidArgument, NotFound, quote } from '../errors.js';
@@ -63,6 +64,8 @@ export class Snapshotter {
   private readonly log: Logger;
   private readonly remote: RemoteLayers | undefined;
   private readonly now: () => number;
+  /** Temporary directories of creates in progress: not orphans, whatever Cleanup finds. */
+  private readonly making = new Set<string>();
 
   private constructor(root: string, store: MetaStore, opts: SnapshotterOptions) {
     this.root = root;
@@ -254,6 +257,8 @@ export class Snapshotter {
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
       throw err;
+    } finally {
+      this.making.delete(tmp);
     }
     try {
       return await this.mountsOf(rec);
@@ -264,10 +269,15 @@ export class Snapshotter {
     }
   }
 
-  /** Makes a new snapshot's directories under a temporary name. */
+  /**
+   * Makes a new snapshot's directories under a temporary name, known to Cleanup as in progress
+   * before it exists; the caller removes it from `making` when it is renamed or removed.
+   */
   private async makeDirs(kind: Kind, parent: SnapshotRecord | undefined): Promise<string> {
-    const tmp = await mkdtemp(join(snapshotsDir(this.root), 'new-'));
+    const tmp = join(snapshotsDir(this.root), `new-${randomUUID()}`);
+    this.making.add(tmp);
     try {
+      await mkdir(tmp, { mode: 0o700 });
       const fs = join(tmp, 'fs');
       await mkdir(fs);
       await chmod(fs, 0o755);
@@ -280,6 +290,7 @@ export class Snapshotter {
       return tmp;
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
+      this.making.delete(tmp);
       throw err;
     }
   }
@@ -327,6 +338,7 @@ export class Snapshotter {
       });
     } finally {
       await rm(made, { recursive: true, force: true });
+      this.making.delete(made);
     }
     log.info({ target: decision.target }, 'layer served from the store');
     throw new AlreadyExists(`target snapshot ${quote(decision.target)} already exists`);
@@ -352,14 +364,18 @@ export class Snapshotter {
   }
 
   private async removeOrphans(): Promise<string[]> {
+    const names = await readdir(snapshotsDir(this.root));
+    // The records are read after the listing: a directory the listing saw was renamed into place
+    // in a transaction that has committed by now (transactions run synchronously), so its
+    // snapshot is known. Read before, a Prepare finishing meanwhile lost its new directory.
     const known = this.store.ids();
     const mounted = new Set(this.remote?.mounted() ?? []);
     const removed: string[] = [];
-    for (const name of await readdir(snapshotsDir(this.root))) {
+    for (const name of names) {
       const id = idOfDirName(name);
       if (id !== null && known.has(id)) continue;
       const dir = join(snapshotsDir(this.root), name);
-      if (mounted.has(join(dir, 'fs'))) continue;
+      if (this.making.has(dir) || mounted.has(join(dir, 'fs'))) continue;
       await this.removeDir(dir);
       removed.push(dir);
     }

@@ -115,6 +115,23 @@ test('Usage and Commit racing a Remove of the same snapshot answer NotFound, nev
   });
 });
 
+test('Cleanup running alongside Prepare and View removes no snapshot\'s directory and fails none of them', async () => {
+  await withRoot(async (root) => {
+    const sn = await open(root);
+    const failed: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const calls = [sn.prepare(`a${i}`, '', {}), sn.cleanup(), sn.view(`v${i}`, '', {}), sn.cleanup(), sn.prepare(`b${i}`, '', {}), sn.cleanup()];
+      for (const r of await Promise.allSettled(calls)) if (r.status === 'rejected') failed.push(String(r.reason));
+    }
+    assert.deepEqual(failed, []);
+    const infos = sn.list([]);
+    assert.equal(infos.length, 180);
+    assert.deepEqual(await dirs(root), infos.map((_, i) => String(i + 1)).sort(), 'one directory per snapshot, none lost');
+    for (const i of infos) await sn.usage(i.name);
+    await sn.close();
+  });
+});
+
 /** A stand-in for the FUSE side that records what the snapshotter asks of it. */
 class RecordingLayers implements RemoteLayers {
   readonly present = new Set<string>();
