@@ -96,9 +96,22 @@ export function oracle(method: string, r: Record<string, unknown>): { expect: st
 
 const LABEL_POOL = ['containerd.io/gc.root', 'fz/color', 'fz/size', 'containerd.io/gc.ref.snapshot.overlayfs', 'fz/é'];
 
+export interface GeneratorOptions {
+  /**
+   * Aim most calls at the few newest snapshots, so that calls in flight together hit the same
+   * snapshot (a Usage walking a directory that a Remove deletes, two Commits of one key).
+   */
+  hot?: boolean;
+}
+
 export class CaseGenerator {
   private n = 0;
-  constructor(private readonly rng: Rng, private readonly model: SnapshotModel, private readonly store: StoreDigests) {}
+  constructor(
+    private readonly rng: Rng,
+    private readonly model: SnapshotModel,
+    private readonly store: StoreDigests,
+    private readonly opts: GeneratorOptions = {},
+  ) {}
 
   next(): FuzzCase {
     const n = this.n++;
@@ -157,6 +170,7 @@ export class CaseGenerator {
 
   private anyKey(): string {
     const names = this.model.names();
+    if (this.opts.hot && names.length > 0 && this.rng.chance(0.6)) return this.rng.pick(names.slice(-3));
     return names.length > 0 && this.rng.chance(0.85) ? this.rng.pick(names) : this.newKey();
   }
 
@@ -195,12 +209,13 @@ export class CaseGenerator {
       }
       case 'View': return { snapshotter, key: this.newKey(), parent: this.parent(), labels: this.labels() };
       case 'Mounts': case 'Remove': case 'Stat': case 'Usage': {
-        const live = [...this.model.names('ACTIVE'), ...this.model.names('VIEW')];
+        let live = [...this.model.names('ACTIVE'), ...this.model.names('VIEW')];
+        if (this.opts.hot) live = live.slice(-3);
         const key = method === 'Mounts' && live.length > 0 && rng.chance(0.7) ? rng.pick(live) : this.anyKey();
         return { snapshotter, key };
       }
       case 'Commit': {
-        const active = this.model.names('ACTIVE');
+        const active = this.opts.hot ? this.model.names('ACTIVE').slice(-3) : this.model.names('ACTIVE');
         return { snapshotter, name: this.newKey(), key: active.length > 0 && rng.chance(0.85) ? rng.pick(active) : this.anyKey(), labels: this.labels() };
       }
       case 'Update': {

@@ -16,7 +16,7 @@ export interface FuzzRunOptions {
   root: string;
   seed: number;
   count: number;
-  /** Cases in flight at once; 1 makes a run exactly repeatable. */
+  /** Cases in flight at once; 1 makes a run exactly repeatable. Above 1, calls aim at the newest snapshots. */
   concurrency?: number;
   store: StoreDigests;
   /** Per call. A call that runs into it is reported as a hang. */
@@ -114,7 +114,7 @@ function count(tally: Record<string, number>, k: string): void {
 export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
   const rng = new Rng(o.seed);
   const model = new SnapshotModel();
-  const gen = new CaseGenerator(rng, model, o.store);
+  const gen = new CaseGenerator(rng, model, o.store, { hot: (o.concurrency ?? 1) > 1 });
   const client = new RawSnapshotsClient(o.socket);
   const report: FuzzReport = { seed: o.seed, sent: 0, elapsedMs: 0, byHow: {}, byMethod: {}, byCode: {}, problems: [], problemCount: 0 };
   const started = Date.now();
