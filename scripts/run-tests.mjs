@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 // Runs the compiled test tiers with node's test runner, one file at a time (the e2e and
 // conformance tiers start containerd and mount things; they must not overlap).
-// Usage: node scripts/run-tests.mjs [tier ...]   tiers: unit integration e2e conformance
+// Usage: node scripts/run-tests.mjs [tier ...]   tiers: unit integration e2e conformance stress
+// Without arguments it runs the tiers of `npm test`; stress (`npm run test:stress`, about 15
+// minutes on 2 cores) runs only when named.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
-const ALL = ['unit', 'integration', 'e2e', 'conformance'];
-const tiers = process.argv.slice(2).length ? process.argv.slice(2) : ALL;
+const DEFAULT = ['unit', 'integration', 'e2e', 'conformance'];
+const ALL = [...DEFAULT, 'stress'];
+const tiers = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT;
 for (const t of tiers) if (!ALL.includes(t)) { console.error(`unknown test tier ${t}; expected one of ${ALL.join(', ')}`); process.exit(2); }
 
 function find(dir) {

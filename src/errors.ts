@@ -43,6 +43,16 @@ export function isKind(err: unknown, kind: ErrorKind): boolean {
   return err instanceof SnapshotterError && err.kind === kind;
 }
 
+/**
+ * Untrusted text for an error message: JSON-quoted (so NULs and newlines stay visible) and cut
+ * after max characters. Error messages travel back in a gRPC trailer, which clients limit to a
+ * few KiB, and into the log.
+ */
+export function quote(value: string, max = 100): string {
+  if (value.length <= max) return JSON.stringify(value);
+  return `${JSON.stringify(value.slice(0, max))}… (${Buffer.byteLength(value)} bytes)`;
+}
+
 /** The errno code of a Node system error (ENOENT, EBUSY, ...), or undefined. */
 export function errnoCode(err: unknown): string | undefined {
   if (err && typeof err === 'object' && 'code' in err && typeof err.code === 'string') return err.code;

@@ -1,7 +1,8 @@
-// The gRPC server on a unix socket: 0600, in a 0700 directory when the daemon makes it.
+// The gRPC server on a unix socket: 0600, in a 0700 directory (see socket.ts).
 import { chmod, unlink } from 'node:fs/promises';
 import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
+import { tolerantDecoding } from './decode.js';
 import { snapshotsService } from './proto.js';
 import { prepareSocketPath } from './socket.js';
 
@@ -10,8 +11,8 @@ export class SocketServer {
   constructor(readonly path: string, private readonly log: Logger) {}
 
   async listen(handlers: UntypedServiceImplementation): Promise<void> {
-    this.server.addService(snapshotsService().service, handlers);
-    await prepareSocketPath(this.path);
+    this.server.addService(tolerantDecoding(snapshotsService().service), handlers);
+    await prepareSocketPath(this.path, this.log);
     // The umask closes the window between bind and chmod in which the socket would be open to all.
     const old = process.umask(0o177);
     try {

@@ -4,6 +4,7 @@ import type { sendUnaryData, ServerUnaryCall, ServerWritableStream, UntypedServi
 import { InvalidArgument } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Snapshotter } from '../snapshotter/snapshotter.js';
+import { assertDecoded } from './decode.js';
 import { codeName, codeOf, toServiceError } from './status.js';
 import {
   toWireInfo, toWireMounts, toWireUsage, wireLabels,
@@ -37,7 +38,10 @@ export function snapshotsHandlers(sn: Snapshotter, log: Logger, observe?: CallOb
       let key = '';
       Promise.resolve()
         .then(() => {
+          assertDecoded(req);
           key = String(keyOf(req) ?? '');
+          // Keys may be anything a client sends; the log gets enough to recognise one.
+          if (key.length > 256) key = `${key.slice(0, 256)}… (${Buffer.byteLength(key)} bytes)`;
           return fn(req);
         })
         .then(
@@ -75,6 +79,7 @@ export function snapshotsHandlers(sn: Snapshotter, log: Logger, observe?: CallOb
     List: (call: ServerWritableStream<ListSnapshotsRequest, ListSnapshotsResponse>): void => {
       const start = process.hrtime.bigint();
       try {
+        assertDecoded(call.request);
         const infos = sn.list(call.request.filters ?? []).map(toWireInfo);
         for (let i = 0; i < infos.length; i += LIST_BATCH) call.write({ info: infos.slice(i, i + LIST_BATCH) });
         finish('List', (call.request.filters ?? []).join(' OR '), start, undefined);

@@ -21,7 +21,27 @@ export function codeName(code: Code): string {
   return Code[code] ?? String(code);
 }
 
+/**
+ * The most bytes of message a status carries. It travels percent-encoded in an HTTP/2 trailer,
+ * and clients drop a trailer over their limit (grpc-js: 8 KiB), leaving the caller with no
+ * answer at all until its deadline.
+ */
+export const MAX_MESSAGE_BYTES = 1024;
+
+export function boundedMessage(message: string): string {
+  const total = Buffer.byteLength(message);
+  if (total <= MAX_MESSAGE_BYTES) return message;
+  let out = '';
+  let bytes = 0;
+  for (const ch of message) {
+    bytes += Buffer.byteLength(ch);
+    if (bytes > MAX_MESSAGE_BYTES - 48) break;
+    out += ch;
+  }
+  return `${out}… (cut; the message had ${total} bytes)`;
+}
+
 export function toServiceError(err: unknown): Partial<ServiceError> {
-  const message = err instanceof Error ? err.message : String(err);
+  const message = boundedMessage(err instanceof Error ? err.message : String(err));
   return { code: codeOf(err), details: message, message, metadata: new Metadata() };
 }

@@ -1,7 +1,7 @@
 // Types of the wire messages as @grpc/proto-loader decodes them (keepCase, enums as strings,
 // longs as numbers), and the conversions between them and the snapshot model.
 import type { Info, Kind, Labels, Mount, Usage } from '../snapshotter/types.js';
-import { InvalidArgument } from '../errors.js';
+import { InvalidArgument, quote } from '../errors.js';
 
 export type WireKind = 'UNKNOWN' | 'VIEW' | 'ACTIVE' | 'COMMITTED';
 
@@ -63,7 +63,7 @@ export function wireLabels(l: unknown): Labels {
   if (typeof l !== 'object') throw new InvalidArgument('labels must be a map of strings');
   const out: Labels = {};
   for (const [k, v] of Object.entries(l)) {
-    if (typeof v !== 'string') throw new InvalidArgument(`label "${k}" must be a string`);
+    if (typeof v !== 'string') throw new InvalidArgument(`label ${quote(k)} must be a string`);
     out[k] = v;
   }
   return out;

@@ -1,8 +1,28 @@
 // containerd's filter syntax for List, the subset snapshotters see:
 //   labels."k"==v   labels.k   kind==active   name==x   parent==x   parent!=""   name~=regex
 // A comma joins selectors with AND; several filter strings are joined with OR.
-import { InvalidArgument } from '../errors.js';
+import { setFlagsFromString } from 'node:v8';
+import { InvalidArgument, Unimplemented, quote } from '../errors.js';
 import type { Info } from './types.js';
+
+// containerd matches `~=` with Go's regexp, which runs in linear time. V8's default engine
+// backtracks: `name~=(a+)+$` against a name of forty a's and a "!" blocks the daemon's event
+// loop for hours. V8's linear-time engine (the `l` flag) gives Go's guarantee. It refuses more
+// than Go does: backreferences and lookaround (as Go), and counted repetition of more than 16
+// in all (`a{17}`, `(x{4}){5}`), which Go allows; those filters are InvalidArgument. The flag
+// is read when a pattern is compiled.
+setFlagsFromString('--enable-experimental-regexp-engine');
+
+function linearRegExp(source: string): RegExp {
+  try {
+    return new RegExp(source, 'l');
+  } catch (err) {
+    if (err instanceof SyntaxError && /Invalid (regular expression )?flags/i.test(err.message)) {
+      throw new Unimplemented('"~=" filters need V8\'s linear-time regular expression engine, which this Node.js does not offer');
+    }
+    throw err;
+  }
+}
 
 type Operator = '==' | '!=' | '~=';
 
@@ -24,7 +44,7 @@ class Scanner {
   peek(n = 1): string { return this.src.slice(this.pos, this.pos + n); }
   skipSpace(): void { while (!this.done && /\s/.test(this.src[this.pos] as string)) this.pos++; }
   fail(what: string): never {
-    throw new InvalidArgument(`invalid filter ${JSON.stringify(this.src)} at offset ${this.pos}: ${what}`);
+    throw new InvalidArgument(`invalid filter ${quote(this.src)} at offset ${this.pos}: ${what}`);
   }
 }
 
@@ -89,9 +109,14 @@ function parseSelector(s: Scanner): Selector {
     const value = scanValue(s);
     if (op === '~=') {
       try {
-        return { fieldpath, op, value, regex: new RegExp(value) };
+        return { fieldpath, op, value, regex: linearRegExp(value) };
       } catch (e) {
-        s.fail(`bad regular expression ${JSON.stringify(value)}: ${(e as Error).message}`);
+        if (!(e instanceof SyntaxError)) throw e;
+        const why = /linear time/.test(e.message)
+          ? 'it cannot be matched in linear time (backreferences, lookaround and counted repetition over 16 are not supported)'
+          // V8 repeats the whole pattern in its message; it is quoted (and cut) already.
+          : e.message.replace(/^Invalid regular expression: \/.*\/\w*: /s, '');
+        s.fail(`bad regular expression ${quote(value)}: ${why}`);
       }
     }
     return { fieldpath, op, value };

@@ -1,4 +1,4 @@
-import { InvalidArgument } from '../errors.js';
+import { InvalidArgument, quote } from '../errors.js';
 import type { Labels } from './types.js';
 
 // containerd's own limit (labels.Validate): key and value together at most 4 KiB.
@@ -18,11 +18,11 @@ export const LAYER_DIGEST_LABEL = 'containerd.io/snapshot/cri.layer-digest';
 export function validateLabels(labels: Labels, key: string): Labels {
   const out: Labels = {};
   for (const [k, v] of Object.entries(labels)) {
-    if (k === '') throw new InvalidArgument(`snapshot "${key}": label key must not be empty`);
+    if (k === '') throw new InvalidArgument(`snapshot ${quote(key)}: label key must not be empty`);
     const bytes = Buffer.byteLength(k) + Buffer.byteLength(v);
     if (bytes > MAX_LABEL_BYTES) {
       throw new InvalidArgument(
-        `snapshot "${key}": label "${k.length > 64 ? `${k.slice(0, 64)}...` : k}" is ${bytes} bytes, ` +
+        `snapshot ${quote(key)}: label ${quote(k, 64)} is ${bytes} bytes, ` +
           `key and value together may be at most ${MAX_LABEL_BYTES} bytes`);
     }
     if (v !== '') out[k] = v;

@@ -5,10 +5,11 @@
 // disk change inside a transaction is renaming a fully made directory into place; deletions
 // happen after the commit, so a crash leaves at worst an orphan directory, which startup and
 // Cleanup remove.
-import { mkdir, mkdtemp, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
+import { mkdir, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound } from '../errors.js';
+import { AlreadyExists, errnoCode, FailedPrecondition, InvalidArgument, NotFound, quote } from '../errors.js';
 import type { Logger } from '../log.js';
 import { diskUsage } from '../sys/du.js';
 import { LAYER_DIGEST_LABEL, REMOTE_LABEL, validateLabels } from './labels.js';
@@ -35,11 +36,22 @@ function wallClockUs(): number {
 
 export function validateKey(key: string, what = 'key'): string {
   if (key === '') throw new InvalidArgument(`snapshot ${what} must not be empty`);
-  if (key.includes('\0')) throw new InvalidArgument(`snapshot ${what} ${JSON.stringify(key)} contains a NUL byte`);
+  if (key.includes('\0')) throw new InvalidArgument(`snapshot ${what} ${quote(key)} contains a NUL byte`);
   if (Buffer.byteLength(key) > MAX_KEY_BYTES) {
-    throw new InvalidArgument(`snapshot ${what} "${key.slice(0, 64)}..." is longer than ${MAX_KEY_BYTES} bytes`);
+    throw new InvalidArgument(`snapshot ${what} ${quote(key, 64)} is longer than ${MAX_KEY_BYTES} bytes`);
   }
   return key;
+}
+
+/**
+ * The remote label is the daemon's own statement that a snapshot is served from the layer
+ * store, and with which digest; whatever a client sends for it is replaced or dropped.
+ */
+function ownRemoteLabel(labels: Labels, remoteDigest: string | null): Labels {
+  const out = { ...labels };
+  if (remoteDigest === null) delete out[REMOTE_LABEL];
+  else out[REMOTE_LABEL] = remoteDigest;
+  return out;
 }
 
 function publicInfo(r: SnapshotRecord): Info {
@@ -52,6 +64,8 @@ export class Snapshotter {
   private readonly log: Logger;
   private readonly remote: RemoteLayers | undefined;
   private readonly now: () => number;
+  /** Temporary directories of creates in progress: not orphans, whatever Cleanup finds. */
+  private readonly making = new Set<string>();
 
   private constructor(root: string, store: MetaStore, opts: SnapshotterOptions) {
     this.root = root;
@@ -86,6 +100,8 @@ export class Snapshotter {
   }
 
   async prepare(key: string, parent: string, labels: Labels): Promise<Mount[]> {
+    // Bad input is refused the same way whether or not the layer could come from the store.
+    this.validateNew(key, parent, labels);
     if (this.remote && labels[LAYER_DIGEST_LABEL] !== undefined) await this.tryRemote(key, parent, labels);
     return this.create('active', key, parent, labels);
   }
@@ -97,25 +113,25 @@ export class Snapshotter {
   async mounts(key: string): Promise<Mount[]> {
     const rec = this.mustGet(key);
     if (rec.kind === 'committed') {
-      throw new FailedPrecondition(`snapshot "${key}" is committed; only active snapshots and views have mounts`);
+      throw new FailedPrecondition(`snapshot ${quote(key)} is committed; only active snapshots and views have mounts`);
     }
     return this.mountsOf(rec);
   }
 
   async commit(name: string, key: string, labels: Labels): Promise<void> {
     validateKey(name, 'name');
-    labels = validateLabels(labels, name);
+    labels = ownRemoteLabel(validateLabels(labels, name), null);
     const active = this.mustGet(key);
     if (active.kind !== 'active') {
-      throw new FailedPrecondition(`snapshot "${key}" is not active (it is ${active.kind === 'view' ? 'a view' : 'committed'}); only active snapshots can be committed`);
+      throw new FailedPrecondition(`snapshot ${quote(key)} is not active (it is ${active.kind === 'view' ? 'a view' : 'committed'}); only active snapshots can be committed`);
     }
     // Measured before the transaction: nothing writes to a snapshot while it is being committed.
-    const usage = await diskUsage(upperPath(this.root, active.id));
+    const usage = await this.measure(key, active.id);
     this.store.tx(() => {
-      if (this.store.get(name)) throw new AlreadyExists(`snapshot "${name}" already exists`);
+      if (this.store.get(name)) throw new AlreadyExists(`snapshot ${quote(name)} already exists`);
       const again = this.store.get(key);
       if (!again || again.id !== active.id || again.kind !== 'active') {
-        throw new NotFound(`snapshot "${key}" does not exist`);
+        throw new NotFound(`snapshot ${quote(key)} does not exist`);
       }
       this.store.commit(active.id, name, labels, usage.size, usage.inodes, this.now());
     });
@@ -128,7 +144,7 @@ export class Snapshotter {
     const rec = this.store.tx(() => {
       const r = this.mustGet(key);
       if (this.store.hasChildren(r.id)) {
-        throw new FailedPrecondition(`snapshot "${key}" has children; remove them first`);
+        throw new FailedPrecondition(`snapshot ${quote(key)} has children; remove them first`);
       }
       this.store.delete(r.id);
       return r;
@@ -144,7 +160,7 @@ export class Snapshotter {
   update(name: string, labels: Labels, fieldpaths: readonly string[]): Info {
     for (const p of fieldpaths) {
       if (p !== 'labels' && !p.startsWith('labels.')) {
-        throw new InvalidArgument(`cannot update field "${p}" of snapshot "${name}": only "labels" and "labels.<key>" can be updated`);
+        throw new InvalidArgument(`cannot update field ${quote(p)} of snapshot ${quote(name)}: only "labels" and "labels.<key>" can be updated`);
       }
     }
     return this.store.tx(() => {
@@ -161,7 +177,7 @@ export class Snapshotter {
         if (Object.hasOwn(labels, k)) next[k] = labels[k] as string;
         else delete next[k];
       }
-      next = validateLabels(next, name);
+      next = ownRemoteLabel(validateLabels(next, name), rec.remoteDigest);
       const now = this.now();
       this.store.setLabels(rec.id, next, now);
       return { ...publicInfo(rec), labels: next, updatedUs: now };
@@ -175,7 +191,7 @@ export class Snapshotter {
 
   async usage(key: string): Promise<Usage> {
     const rec = this.mustGet(key);
-    if (rec.kind === 'active') return diskUsage(upperPath(this.root, rec.id));
+    if (rec.kind === 'active') return this.measure(key, rec.id);
     if (rec.remoteDigest !== null && this.remote) return this.remote.usage(rec.remoteDigest);
     return { size: rec.size ?? 0, inodes: rec.inodes ?? 0 };
   }
@@ -189,32 +205,50 @@ export class Snapshotter {
 
   private mustGet(key: string): SnapshotRecord {
     const rec = this.store.get(key);
-    if (!rec) throw new NotFound(`snapshot "${key}" does not exist`);
+    if (!rec) throw new NotFound(`snapshot ${quote(key)} does not exist`);
     return rec;
+  }
+
+  /**
+   * The disk usage of a snapshot's directory. A Remove that runs meanwhile (containerd's GC
+   * while CRI asks for Usage) deletes the directory under the walk: that is NotFound, as if the
+   * Remove had come first, not a raw ENOENT.
+   */
+  private async measure(key: string, id: number): Promise<Usage> {
+    try {
+      return await diskUsage(upperPath(this.root, id));
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT' && this.store.getById(id) === undefined) throw new NotFound(`snapshot ${quote(key)} does not exist`);
+      throw err;
+    }
   }
 
   private checkParent(key: string, parent: string): SnapshotRecord | undefined {
     if (parent === '') return undefined;
     const p = this.store.get(parent);
-    if (!p) throw new NotFound(`parent snapshot "${parent}" of "${key}" does not exist`);
+    if (!p) throw new NotFound(`parent snapshot ${quote(parent)} of ${quote(key)} does not exist`);
     if (p.kind !== 'committed') {
-      throw new InvalidArgument(`parent snapshot "${parent}" of "${key}" is not committed (it is ${p.kind})`);
+      throw new InvalidArgument(`parent snapshot ${quote(parent)} of ${quote(key)} is not committed (it is ${p.kind})`);
     }
     return p;
   }
 
-  private async create(kind: Kind, key: string, parent: string, labels: Labels): Promise<Mount[]> {
+  private validateNew(key: string, parent: string, labels: Labels): Labels {
     validateKey(key);
     if (parent !== '') validateKey(parent, 'parent');
-    labels = validateLabels(labels, key);
+    return ownRemoteLabel(validateLabels(labels, key), null);
+  }
+
+  private async create(kind: Kind, key: string, parent: string, labels: Labels): Promise<Mount[]> {
+    labels = this.validateNew(key, parent, labels);
     // Fail fast, before touching the disk; the transaction checks again.
-    if (this.store.get(key)) throw new AlreadyExists(`snapshot "${key}" already exists`);
+    if (this.store.get(key)) throw new AlreadyExists(`snapshot ${quote(key)} already exists`);
     const parentRec = this.checkParent(key, parent);
     const tmp = await this.makeDirs(kind, parentRec);
     let rec: SnapshotRecord;
     try {
       rec = this.store.tx(() => {
-        if (this.store.get(key)) throw new AlreadyExists(`snapshot "${key}" already exists`);
+        if (this.store.get(key)) throw new AlreadyExists(`snapshot ${quote(key)} already exists`);
         const p = this.checkParent(key, parent);
         const id = this.store.insert({ key, kind, parentId: p?.id ?? null, nowUs: this.now(), labels });
         renameSync(tmp, snapshotDir(this.root, id));
@@ -223,6 +257,8 @@ export class Snapshotter {
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
       throw err;
+    } finally {
+      this.making.delete(tmp);
     }
     try {
       return await this.mountsOf(rec);
@@ -233,10 +269,15 @@ export class Snapshotter {
     }
   }
 
-  /** Makes a new snapshot's directories under a temporary name. */
+  /**
+   * Makes a new snapshot's directories under a temporary name, known to Cleanup as in progress
+   * before it exists; the caller removes it from `making` when it is renamed or removed.
+   */
   private async makeDirs(kind: Kind, parent: SnapshotRecord | undefined): Promise<string> {
-    const tmp = await mkdtemp(join(snapshotsDir(this.root), 'new-'));
+    const tmp = join(snapshotsDir(this.root), `new-${randomUUID()}`);
+    this.making.add(tmp);
     try {
+      await mkdir(tmp, { mode: 0o700 });
       const fs = join(tmp, 'fs');
       await mkdir(fs);
       await chmod(fs, 0o755);
@@ -249,6 +290,7 @@ export class Snapshotter {
       return tmp;
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
+      this.making.delete(tmp);
       throw err;
     }
   }
@@ -296,9 +338,10 @@ export class Snapshotter {
       });
     } finally {
       await rm(made, { recursive: true, force: true });
+      this.making.delete(made);
     }
     log.info({ decision: 'remote', reason: 'the layer is in the layer store', target: decision.target }, 'layer served from the store');
-    throw new AlreadyExists(`target snapshot "${decision.target}" already exists`);
+    throw new AlreadyExists(`target snapshot ${quote(decision.target)} already exists`);
   }
 
   /** Unmounts every layer that no active snapshot or view stands on any more. */
@@ -321,14 +364,18 @@ export class Snapshotter {
   }
 
   private async removeOrphans(): Promise<string[]> {
+    const names = await readdir(snapshotsDir(this.root));
+    // The records are read after the listing: a directory the listing saw was renamed into place
+    // in a transaction that has committed by now (transactions run synchronously), so its
+    // snapshot is known. Read before, a Prepare finishing meanwhile lost its new directory.
     const known = this.store.ids();
     const mounted = new Set(this.remote?.mounted() ?? []);
     const removed: string[] = [];
-    for (const name of await readdir(snapshotsDir(this.root))) {
+    for (const name of names) {
       const id = idOfDirName(name);
       if (id !== null && known.has(id)) continue;
       const dir = join(snapshotsDir(this.root), name);
-      if (mounted.has(join(dir, 'fs'))) continue;
+      if (this.making.has(dir) || mounted.has(join(dir, 'fs'))) continue;
       await this.removeDir(dir);
       removed.push(dir);
     }

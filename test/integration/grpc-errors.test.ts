@@ -6,6 +6,7 @@ import { status } from '@grpc/grpc-js';
 import { SnapshotsClient } from '../../src/server/client.js';
 import { Scope } from '../helpers/scope.js';
 import { startDaemon, type Daemon } from '../helpers/daemon.js';
+import { METHODS, RawSnapshotsClient } from '../helpers/fuzz/raw-client.js';
 
 let scope: Scope;
 let daemon: Daemon;
@@ -82,6 +83,44 @@ test('a bad Update field path, an empty key, a NUL in a key and a bad filter are
   await refused(c.prepare(''), status.INVALID_ARGUMENT, 'empty');
   await refused(c.prepare('ns/7/a\0b'), status.INVALID_ARGUMENT, 'NUL');
   await refused(c.list(['labels."unterminated==1']), status.INVALID_ARGUMENT, 'unterminated');
+});
+
+test('huge keys, field paths and filters get their code with a short message that still names them', { timeout: 120_000 }, async () => {
+  // A message travels in an HTTP/2 trailer; one over the client's limit left the call unanswered.
+  const short = async (p: Promise<unknown>, code: status, mention: string): Promise<void> => {
+    await assert.rejects(p, (e: { code: number; details: string }) => {
+      assert.equal(status[e.code], status[code], e.details.slice(0, 200));
+      assert.ok(Buffer.byteLength(e.details) <= 1024, `${Buffer.byteLength(e.details)} bytes of message`);
+      assert.ok(e.details.includes(mention), `"${e.details.slice(0, 200)}" should mention ${mention}`);
+      return true;
+    });
+  };
+  await c.prepare('ns/9/u');
+  await short(c.update({ name: 'ns/9/u', labels: {} }, ['x'.repeat(100_000)]), status.INVALID_ARGUMENT, 'xxxxxxxxxx');
+  await short(c.stat('k'.repeat(1 << 20)), status.NOT_FOUND, 'kkkkkkkkkk');
+  await short(c.remove('€'.repeat(100_000)), status.NOT_FOUND, '€€€€€€€€€€');
+  await short(c.prepare('é'.repeat(5000)), status.INVALID_ARGUMENT, 'longer than 4096 bytes');
+  await short(c.list([`labels."${'x'.repeat(100_000)}`]), status.INVALID_ARGUMENT, 'unterminated');
+  await short(c.list([`name~=${'(a)'.repeat(20_000)}\\1`]), status.INVALID_ARGUMENT, 'linear time');
+  await c.remove('ns/9/u');
+});
+
+test('bytes that are not a protobuf message are InvalidArgument for every method, with the decoder\'s reason', async () => {
+  const raw = new RawSnapshotsClient(daemon.socket);
+  try {
+    // A tag without its length; a varint that never ends; one longer than 64 bits. (The decoder
+    // forgives much else: strings cut at the end of the buffer, wrong wire types of known fields.)
+    for (const hex of ['12', 'ff', 'ffffffffffffffffffffff']) {
+      const bytes = Buffer.from(hex, 'hex');
+      for (const m of METHODS) {
+        const a = await raw.call(m, bytes, 30_000);
+        assert.equal(status[a.code], 'INVALID_ARGUMENT', `${m} ${hex}: ${a.details}`);
+        assert.match(a.details, new RegExp(`the ${m} request is not a valid protobuf message`));
+      }
+    }
+  } finally {
+    raw.close();
+  }
 });
 
 test('after all of that the daemon still serves, and nothing of the refused calls was kept', async () => {

@@ -98,6 +98,40 @@ test('a new snapshot on a parent gets the owner of the parent root', async () =>
   });
 });
 
+test('Usage and Commit racing a Remove of the same snapshot answer NotFound, never a raw error', async () => {
+  await withRoot(async (root) => {
+    const sn = await open(root);
+    const other: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      await sn.prepare(`k${i}`, '', {});
+      // Enough to walk that the Remove lands during the walk.
+      const fs = join(root, 'snapshots', String(i + 1), 'fs');
+      for (let j = 0; j < 30; j++) await mkdir(join(fs, `d${j}`));
+      const results = await Promise.allSettled([sn.usage(`k${i}`), sn.remove(`k${i}`), sn.commit(`c${i}`, `k${i}`, {})]);
+      for (const r of results) if (r.status === 'rejected' && (r.reason as Error).name !== 'NotFound') other.push(String(r.reason));
+    }
+    assert.deepEqual(other, []);
+    await sn.close();
+  });
+});
+
+test('Cleanup running alongside Prepare and View removes no snapshot\'s directory and fails none of them', async () => {
+  await withRoot(async (root) => {
+    const sn = await open(root);
+    const failed: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const calls = [sn.prepare(`a${i}`, '', {}), sn.cleanup(), sn.view(`v${i}`, '', {}), sn.cleanup(), sn.prepare(`b${i}`, '', {}), sn.cleanup()];
+      for (const r of await Promise.allSettled(calls)) if (r.status === 'rejected') failed.push(String(r.reason));
+    }
+    assert.deepEqual(failed, []);
+    const infos = sn.list([]);
+    assert.equal(infos.length, 180);
+    assert.deepEqual(await dirs(root), infos.map((_, i) => String(i + 1)).sort(), 'one directory per snapshot, none lost');
+    for (const i of infos) await sn.usage(i.name);
+    await sn.close();
+  });
+});
+
 /** A stand-in for the FUSE side that records what the snapshotter asks of it. */
 class RecordingLayers implements RemoteLayers {
   readonly present = new Set<string>();
@@ -169,6 +203,51 @@ test('a layer missing from the store takes the ordinary path; layers are mounted
     await sn.remove('sha256:c2');
     await sn.remove('sha256:c1');
     await assert.rejects(sn.prepare('x/3', '', layerLabels(D1, 'sha256:c1')), /already exists/);
+    assert.equal(sn.stat('sha256:c1').labels[REMOTE_LABEL], D1);
+    await sn.close();
+  });
+});
+
+test('a Prepare that offers a layer of the store is validated first: a bad key, parent or label is InvalidArgument and nothing is made', async () => {
+  await withRoot(async (root) => {
+    const layers = new RecordingLayers();
+    layers.present.add(D1);
+    const sn = await open(root, layers);
+    const bad: [string, string, Labels][] = [
+      ['x/\0', '', layerLabels(D1, 'sha256:c1')],
+      ['', '', layerLabels(D1, 'sha256:c1')],
+      ['x/1', 'no\0parent', layerLabels(D1, 'sha256:c1')],
+      ['x/1', 'p'.repeat(5000), layerLabels(D1, 'sha256:c1')],
+      ['x/1', '', { ...layerLabels(D1, 'sha256:c1'), big: 'v'.repeat(5000) }],
+      ['x/1', '', { ...layerLabels(D1, 'sha256:c1'), '': 'empty key' }],
+    ];
+    for (const [key, parent, labels] of bad) {
+      await assert.rejects(sn.prepare(key, parent, labels), (e: Error) => e.name === 'InvalidArgument', JSON.stringify([key.slice(0, 20), parent.slice(0, 20)]));
+    }
+    assert.deepEqual(sn.list([]), []);
+    assert.deepEqual(await dirs(root), []);
+    await sn.close();
+  });
+});
+
+test('the remote label is the daemon\'s: clients cannot put it on a snapshot, change it or remove it', async () => {
+  await withRoot(async (root) => {
+    const layers = new RecordingLayers();
+    layers.present.add(D1);
+    const sn = await open(root, layers);
+    const forged = { [REMOTE_LABEL]: 'sha256:../../etc', keep: 'me' };
+    await sn.prepare('a', '', forged);
+    assert.deepEqual(sn.stat('a').labels, { keep: 'me' });
+    await sn.view('v', '', forged);
+    assert.deepEqual(sn.stat('v').labels, { keep: 'me' });
+    await sn.commit('c', 'a', forged);
+    assert.deepEqual(sn.stat('c').labels, { keep: 'me' });
+    assert.deepEqual(sn.update('c', forged, []).labels, { keep: 'me' });
+    assert.deepEqual(sn.update('c', forged, [`labels.${REMOTE_LABEL}`]).labels, { keep: 'me' });
+    await assert.rejects(sn.prepare('x/1', '', { ...layerLabels(D1, 'sha256:c1'), [REMOTE_LABEL]: D2 }), /already exists/);
+    assert.equal(sn.stat('sha256:c1').labels[REMOTE_LABEL], D1);
+    assert.equal(sn.update('sha256:c1', {}, ['labels']).labels[REMOTE_LABEL], D1, 'not removed');
+    assert.equal(sn.update('sha256:c1', { [REMOTE_LABEL]: D2 }, [`labels.${REMOTE_LABEL}`]).labels[REMOTE_LABEL], D1, 'not changed');
     assert.equal(sn.stat('sha256:c1').labels[REMOTE_LABEL], D1);
     await sn.close();
   });

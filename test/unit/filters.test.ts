@@ -51,3 +51,20 @@ test('malformed filters are InvalidArgument errors that quote the filter', () =>
     assert.throws(() => parseFilter(bad), (e: Error) => e.name === 'InvalidArgument' && e.message.includes(JSON.stringify(bad)), bad);
   }
 });
+
+test('~= is compiled for the linear-time engine, so patterns that backtrack exponentially answer at once', () => {
+  // Checked first: with a backtracking engine the loop below would block this process for hours.
+  const [sel] = parseFilter('name~=(a+)+$');
+  assert.ok(sel?.regex?.flags.includes('l'), 'compiled for the linear-time engine');
+  const long = [info(`fz/${'a'.repeat(40)}!`, 'active', '')];
+  for (const evil of ['name~=(a+)+$', 'name~=^(a|a)*$', 'name~=(.*a){16}$', 'name~=(a|aa)+$', 'name~=^([a-z/]+)*$']) {
+    assert.deepEqual(long.filter(compileFilters([evil])).map((s) => s.name), [], evil);
+  }
+});
+
+test('~= refuses what cannot run in linear time with InvalidArgument: backreferences, lookaround, counted repetition over 16', () => {
+  for (const bad of ['name~=(a)\\1', 'name~=(?<=a)b', 'name~=a{100000}', 'name~=(.*a){17}', 'name~=[0-9a-f]{64}']) {
+    assert.throws(() => compileFilters([bad]), (e: Error) => e.name === 'InvalidArgument' && /linear time/.test(e.message), bad);
+  }
+  assert.deepEqual(names(['name~=^(v|p)$']), ['p', 'v']);
+});
