@@ -5,9 +5,10 @@
 // disk change inside a transaction is renaming a fully made directory into place; deletions
 // happen after the commit, so a crash leaves at worst an orphan directory, which startup and
 // Cleanup remove.
-import { mkdir, mkdtemp, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
+import { mkdir, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
 import { renameSync } from 'node:fs';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { basename, join } from 'node:path';
 import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import { diskUsage } from '../sys/du.js';
@@ -52,6 +53,12 @@ export class Snapshotter {
   private readonly log: Logger;
   private readonly remote: RemoteLayers | undefined;
   private readonly now: () => number;
+  /**
+   * Names of the temporary directories that a Prepare is filling right now. Cleanup runs
+   * concurrently with Prepare (containerd's GC calls it while other pulls go on) and must not
+   * take them for orphans.
+   */
+  private readonly making = new Set<string>();
 
   private constructor(root: string, store: MetaStore, opts: SnapshotterOptions) {
     this.root = root;
@@ -221,9 +228,10 @@ export class Snapshotter {
         return this.store.getById(id) as SnapshotRecord;
       });
     } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
+      await this.discard(tmp);
       throw err;
     }
+    this.making.delete(basename(tmp));
     try {
       return await this.mountsOf(rec);
     } catch (err) {
@@ -233,10 +241,17 @@ export class Snapshotter {
     }
   }
 
-  /** Makes a new snapshot's directories under a temporary name. */
+  /**
+   * Makes a new snapshot's directories under a temporary name. The name stays in `making` until
+   * the caller has renamed the directory into place or discarded it.
+   */
   private async makeDirs(kind: Kind, parent: SnapshotRecord | undefined): Promise<string> {
-    const tmp = await mkdtemp(join(snapshotsDir(this.root), 'new-'));
+    // The name is registered before the directory exists, so a concurrent Cleanup never sees it unregistered.
+    const name = `new-${randomBytes(8).toString('hex')}`;
+    const tmp = join(snapshotsDir(this.root), name);
+    this.making.add(name);
     try {
+      await mkdir(tmp, { mode: 0o700 });
       const fs = join(tmp, 'fs');
       await mkdir(fs);
       await chmod(fs, 0o755);
@@ -248,8 +263,17 @@ export class Snapshotter {
       }
       return tmp;
     } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
+      await this.discard(tmp);
       throw err;
+    }
+  }
+
+  /** Removes a temporary directory if it is still there (not renamed into place) and forgets it. */
+  private async discard(tmp: string): Promise<void> {
+    try {
+      await rm(tmp, { recursive: true, force: true });
+    } finally {
+      this.making.delete(basename(tmp));
     }
   }
 
@@ -295,7 +319,7 @@ export class Snapshotter {
         renameSync(made, snapshotDir(this.root, id));
       });
     } finally {
-      await rm(made, { recursive: true, force: true });
+      await this.discard(made);
     }
     log.info({ target: decision.target }, 'layer served from the store');
     throw new AlreadyExists(`target snapshot "${decision.target}" already exists`);
@@ -321,10 +345,14 @@ export class Snapshotter {
   }
 
   private async removeOrphans(): Promise<string[]> {
+    // The directory first, the records after: a snapshot created while readdir runs is then
+    // either missing from the listing or present in the records, never taken for an orphan.
+    const names = await readdir(snapshotsDir(this.root));
     const known = this.store.ids();
     const mounted = new Set(this.remote?.mounted() ?? []);
     const removed: string[] = [];
-    for (const name of await readdir(snapshotsDir(this.root))) {
+    for (const name of names) {
+      if (this.making.has(name)) continue;
       const id = idOfDirName(name);
       if (id !== null && known.has(id)) continue;
       const dir = join(snapshotsDir(this.root), name);
