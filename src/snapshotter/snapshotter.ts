@@ -6,9 +6,9 @@
 // happen after the commit, so a crash leaves at worst an orphan directory, which startup and
 // Cleanup remove.
 import { mkdir, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
-import { randomUUID } from 'node:crypto';
 import { renameSync } from 'node:fs';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { basename, join } from 'node:path';
 import { AlreadyExists, errnoCode, FailedPrecondition, InvalidArgument, NotFound, quote } from '../errors.js';
 import type { Logger } from '../log.js';
 import { diskUsage } from '../sys/du.js';
@@ -64,7 +64,11 @@ export class Snapshotter {
   private readonly log: Logger;
   private readonly remote: RemoteLayers | undefined;
   private readonly now: () => number;
-  /** Temporary directories of creates in progress: not orphans, whatever Cleanup finds. */
+  /**
+   * Names of the temporary directories that a Prepare is filling right now. Cleanup runs
+   * concurrently with Prepare (containerd's GC calls it while other pulls go on) and must not
+   * take them for orphans.
+   */
   private readonly making = new Set<string>();
 
   private constructor(root: string, store: MetaStore, opts: SnapshotterOptions) {
@@ -255,11 +259,10 @@ export class Snapshotter {
         return this.store.getById(id) as SnapshotRecord;
       });
     } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
+      await this.discard(tmp);
       throw err;
-    } finally {
-      this.making.delete(tmp);
     }
+    this.making.delete(basename(tmp));
     try {
       return await this.mountsOf(rec);
     } catch (err) {
@@ -270,12 +273,14 @@ export class Snapshotter {
   }
 
   /**
-   * Makes a new snapshot's directories under a temporary name, known to Cleanup as in progress
-   * before it exists; the caller removes it from `making` when it is renamed or removed.
+   * Makes a new snapshot's directories under a temporary name. The name stays in `making` until
+   * the caller has renamed the directory into place or discarded it.
    */
   private async makeDirs(kind: Kind, parent: SnapshotRecord | undefined): Promise<string> {
-    const tmp = join(snapshotsDir(this.root), `new-${randomUUID()}`);
-    this.making.add(tmp);
+    // The name is registered before the directory exists, so a concurrent Cleanup never sees it unregistered.
+    const name = `new-${randomBytes(8).toString('hex')}`;
+    const tmp = join(snapshotsDir(this.root), name);
+    this.making.add(name);
     try {
       await mkdir(tmp, { mode: 0o700 });
       const fs = join(tmp, 'fs');
@@ -289,9 +294,17 @@ export class Snapshotter {
       }
       return tmp;
     } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
-      this.making.delete(tmp);
+      await this.discard(tmp);
       throw err;
+    }
+  }
+
+  /** Removes a temporary directory if it is still there (not renamed into place) and forgets it. */
+  private async discard(tmp: string): Promise<void> {
+    try {
+      await rm(tmp, { recursive: true, force: true });
+    } finally {
+      this.making.delete(basename(tmp));
     }
   }
 
@@ -337,8 +350,7 @@ export class Snapshotter {
         renameSync(made, snapshotDir(this.root, id));
       });
     } finally {
-      await rm(made, { recursive: true, force: true });
-      this.making.delete(made);
+      await this.discard(made);
     }
     log.info({ decision: 'remote', reason: 'the layer is in the layer store', target: decision.target }, 'layer served from the store');
     throw new AlreadyExists(`target snapshot ${quote(decision.target)} already exists`);
@@ -364,18 +376,18 @@ export class Snapshotter {
   }
 
   private async removeOrphans(): Promise<string[]> {
+    // The directory first, the records after: a snapshot created while readdir runs is then
+    // either missing from the listing or present in the records, never taken for an orphan.
     const names = await readdir(snapshotsDir(this.root));
-    // The records are read after the listing: a directory the listing saw was renamed into place
-    // in a transaction that has committed by now (transactions run synchronously), so its
-    // snapshot is known. Read before, a Prepare finishing meanwhile lost its new directory.
     const known = this.store.ids();
     const mounted = new Set(this.remote?.mounted() ?? []);
     const removed: string[] = [];
     for (const name of names) {
+      if (this.making.has(name)) continue;
       const id = idOfDirName(name);
       if (id !== null && known.has(id)) continue;
       const dir = join(snapshotsDir(this.root), name);
-      if (this.making.has(dir) || mounted.has(join(dir, 'fs'))) continue;
+      if (mounted.has(join(dir, 'fs'))) continue;
       await this.removeDir(dir);
       removed.push(dir);
     }

@@ -1,0 +1,461 @@
+// Crash safety under real pulls: one private registry, containerd (CRI on) and daemon; small
+// images, some in the layer store (lazy pulls through `cvmfs-snapshotter pull` and CRI), some not
+// (`ctr images pull`, which downloads and unpacks into the daemon's overlay snapshots). Each
+// cycle removes an old image (when the pool is full) and pulls another, and SIGKILLs the daemon
+// at a random point of that work: after a random number of the daemon's answered calls plus a
+// random delay. The daemon is restarted on the same root and checked:
+//   (a) its records match the disk: no orphan directory, no record without its directory;
+//   (b) every snapshot committed right before the kill (its database, read just before) is still
+//       listed, unless it belongs to the image the cycle was removing, or containerd's GC
+//       removed it since (what the pull that the kill cut short left);
+//   (c) no dead FUSE mount is left under its root, and exactly the layers that active
+//       snapshots stand on are mounted (a long-lived active snapshot on a lazy image keeps
+//       FUSE mounts up at every kill);
+//   (d) the same pull then succeeds, and a container of a lazily pulled image runs.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SnapshotsClient } from '../../src/server/client.js';
+import type { WireInfo } from '../../src/server/wire.js';
+import { PROXY_SNAPSHOTTER, type Containerd } from './containerd.js';
+import { defaultDaemonConfig, type Daemon } from './daemon.js';
+import { Harness } from './harness.js';
+import type { BuiltImage } from './image.js';
+import { CRI_NAMESPACE, ingest, lazyRunArgs, pullLazy } from './lazy.js';
+import { asRpc, LogTail, logSize, type RpcRecord } from './log-tail.js';
+import type { Prng } from './prng.js';
+import type { Registry } from './registry.js';
+import {
+  describeUsage, fdKinds, fuseMountHealth, layerMountsNeeded, mountpointsUnder, readRecords, rootMismatches, serverUsage, waitRootConsistent, type ServerUsage,
+} from './root-check.js';
+import { busyboxRootfs } from './rootfs.js';
+import { waitUntil } from './wait.js';
+
+export type PullKind = 'lazy' | 'ordinary';
+
+const NAMESPACE: Record<PullKind, string> = { lazy: CRI_NAMESPACE, ordinary: 'default' };
+/** Descriptors that a process living through every kill (a FUSE server) may hold more at the end. */
+const FD_SLACK = 2;
+const SN = ['--snapshotter', PROXY_SNAPSHOTTER];
+
+export interface PoolImage {
+  kind: PullKind;
+  image: BuiltImage;
+  /** Files with one line each, one per layer; `cat` of them prints `expected`. */
+  markers: string[];
+  expected: string;
+  present: boolean;
+  /** The cycle that last pulled it (for removing the oldest first). */
+  pulledIn: number;
+}
+
+export interface CrashRigOptions {
+  /** Images per kind in the pool (besides the pinned lazy image). */
+  poolSize: number;
+  /** At most this many images of a kind are present at once; the oldest is removed to make room. */
+  maxPresent: number;
+  /** Small files in the middle layer of an ordinary image (what containerd unpacks). */
+  ordinaryFiles?: number;
+  /** Bytes of random data in the middle layer of an ordinary image. */
+  ordinaryBlobBytes?: number;
+}
+
+export interface CycleReport {
+  cycle: number;
+  kind: PullKind;
+  pulled: string;
+  removed: string | undefined;
+  /** The kill came after this many answered calls of the cycle's work (capped by what it made)... */
+  killAfterRpcs: number;
+  /** ...and this many more milliseconds. */
+  killDelayMs: number;
+  /** The calls the daemon had answered in the cycle when it was killed. */
+  rpcsBeforeKill: number;
+  /** The last call it answered before the kill. */
+  lastRpc: string;
+  /** How the cycle's own work ended (it may fail because of the kill, or finish first). */
+  workOutcome: string;
+  /** FUSE mounts that answered ENOTCONN right after the kill. */
+  deadAfterKill: number;
+  /** What restart reported (daemon log) and what the checks saw. */
+  staleClearedAtStart: number;
+  orphansRemovedAtStart: number;
+  /** Mismatches seen while waiting for the records and the disk to agree (calls in progress). */
+  transientMismatches: string[];
+  /** Snapshots committed before the kill that containerd's GC removed since (a failed pull's layers). */
+  collectedAfterRestart: number;
+  restartMs: number;
+  reconnectMs: number;
+  cycleMs: number;
+}
+
+/** Calls that count as the cycle's work: not CRI's periodic Usage, not the List with no filter that a check makes. */
+function isWorkRpc(r: RpcRecord): boolean {
+  return r.method !== 'Usage' && !(r.method === 'List' && r.key === '');
+}
+
+export class CrashRig {
+  readonly h: Harness;
+  readonly registry: Registry;
+  readonly store: string;
+  readonly daemon: Daemon;
+  readonly ctd: Containerd;
+  readonly pool: Record<PullKind, PoolImage[]>;
+  readonly pinned: PoolImage;
+  readonly holderKey = 'crash-holder';
+  /** Answered calls of an un-killed pull of each kind (measured at setup). */
+  readonly pullRpcs: Record<PullKind, number> = { lazy: 0, ordinary: 0 };
+  readonly pullMs: Record<PullKind, number> = { lazy: 0, ordinary: 0 };
+  /** Milliseconds from the first to the last answered call of that pull. */
+  readonly pullSpanMs: Record<PullKind, number> = { lazy: 0, ordinary: 0 };
+  /** A client of the current daemon run. */
+  private client: SnapshotsClient | undefined;
+  private readonly opts: CrashRigOptions;
+  private cycleNo = 0;
+  /** The server processes once the holder is mounted: the ones that outlive every kill are compared at the end. */
+  private usageAtStart: ServerUsage[] = [];
+  private readonly fdKindsAtStart = new Map<number, Map<string, number>>();
+  /** Totals over all cycles, for the final report. */
+  readonly totals = { deadAfterKill: 0, staleClearedAtStart: 0, orphansRemovedAtStart: 0, killedMidWork: 0, collectedAfterRestart: 0 };
+
+  private constructor(h: Harness, registry: Registry, store: string, daemon: Daemon, ctd: Containerd,
+    pool: Record<PullKind, PoolImage[]>, pinned: PoolImage, opts: CrashRigOptions) {
+    this.h = h;
+    this.registry = registry;
+    this.store = store;
+    this.daemon = daemon;
+    this.ctd = ctd;
+    this.pool = pool;
+    this.pinned = pinned;
+    this.opts = opts;
+  }
+
+  static async create(label: string, opts: CrashRigOptions, note: (s: string) => void = () => undefined): Promise<CrashRig> {
+    const h = await Harness.create(label);
+    try {
+      const registry = await h.startRegistry();
+      const t0 = Date.now();
+      const build = (kind: PullKind, tag: string): Promise<PoolImage> => buildPoolImage(h, registry, kind, tag, opts);
+      const specs: Array<[PullKind, string]> = [['lazy', 'pinned']];
+      for (let i = 0; i < opts.poolSize; i++) specs.push(['lazy', `l${i}`], ['ordinary', `o${i}`]);
+      const built: PoolImage[] = [];
+      // Two at a time: umoci and skopeo each keep a core busy.
+      for (let i = 0; i < specs.length; i += 2) {
+        built.push(...await Promise.all(specs.slice(i, i + 2).map(([k, t]) => build(k, t))));
+      }
+      const store = await h.scope.mkdir('store');
+      const lazy = built.filter((p) => p.kind === 'lazy');
+      await ingest(store, ...lazy.map((p) => p.image.ref));
+      note(`${built.length} images built, pushed and ${lazy.length} ingested in ${Date.now() - t0} ms`);
+
+      const daemon = await h.startDaemon({ logLevel: 'debug', configToml: defaultDaemonConfig(store) });
+      const ctd = await h.startContainerd({ snapshotterSocket: daemon.socket, registries: [registry], criEnabled: true });
+      const pinned = lazy.find((p) => p.image.tag === 'pinned') as PoolImage;
+      const pool = { lazy: lazy.filter((p) => p !== pinned), ordinary: built.filter((p) => p.kind === 'ordinary') };
+      const rig = new CrashRig(h, registry, store, daemon, ctd, pool, pinned, opts);
+      await rig.calibrate(note);
+      return rig;
+    } catch (err) {
+      await h.teardown().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Pulls the pinned lazy image and one ordinary image unharmed (their calls size the kill points), and holds the pinned layers mounted. */
+  private async calibrate(note: (s: string) => void): Promise<void> {
+    for (const p of [this.pinned, this.pool.ordinary[0] as PoolImage]) {
+      const tail = new LogTail(this.daemon.logFile, await logSize(this.daemon.logFile));
+      const t0 = Date.now();
+      await this.pull(p);
+      this.pullMs[p.kind] = Date.now() - t0;
+      await sleep(50); // the last call's log line
+      await tail.poll();
+      const work = tail.records.filter((r) => { const c = asRpc(r); return c !== undefined && isWorkRpc(c); });
+      this.pullRpcs[p.kind] = work.length;
+      // The daemon's part of a pull: from its first answered call to its last.
+      const times = work.map((r) => Number(r.time));
+      this.pullSpanMs[p.kind] = times.length > 1 ? Math.max(...times) - Math.min(...times) : 0;
+      p.present = true;
+    }
+    // Nothing is mounted yet: what the server processes hold now is what they must hold at the end.
+    this.usageAtStart = await serverUsage(this.daemon.socket);
+    for (const u of this.usageAtStart) this.fdKindsAtStart.set(u.pid, await fdKinds(u.pid));
+    // An active snapshot on the pinned image: its layers stay mounted, so every kill leaves FUSE
+    // mounts that the restarted daemon must clear and mount again.
+    await this.ctd.ctr(['snapshots', ...SN, 'prepare', this.holderKey, this.pinned.image.chainIds.at(-1) as string], { namespace: CRI_NAMESPACE });
+    assert.equal((await fuseMountHealth(this.daemon.root)).length, this.pinned.image.layers.length, 'the holder snapshot mounts the pinned image\'s layers');
+
+    note(`an un-killed pull takes ${this.pullMs.lazy} ms, the daemon answering ${this.pullRpcs.lazy} calls within ${this.pullSpanMs.lazy} ms (lazy), `
+      + `and ${this.pullMs.ordinary} ms with ${this.pullRpcs.ordinary} calls within ${this.pullSpanMs.ordinary} ms (ordinary)`);
+  }
+
+  private async pull(p: PoolImage): Promise<void> {
+    if (p.kind === 'lazy') await pullLazy(this.ctd, p.image.ref);
+    else await this.ctd.ctr(['images', 'pull', ...this.ctd.pullFlags, ...SN, p.image.ref], { timeoutMs: 120_000 });
+  }
+
+  /** Removes every name containerd has for the image, then collects garbage (the daemon gets its Removes). */
+  private async remove(p: PoolImage): Promise<void> {
+    const ns = NAMESPACE[p.kind];
+    const names = (await this.ctd.ctr(['images', 'ls', '--quiet'], { namespace: ns })).split('\n').map((l) => l.trim())
+      .filter((n) => n === p.image.ref || n === p.image.configDigest || n.endsWith(`@${p.image.manifestDigest}`));
+    if (names.length > 0) await this.ctd.ctr(['images', 'rm', ...names], { namespace: ns });
+    await this.ctd.gc(ns);
+  }
+
+  private async runLazy(p: PoolImage, name: string): Promise<void> {
+    const out = await this.ctd.ctr([...lazyRunArgs(this.ctd), '--rm', p.image.ref, name, 'cat', ...p.markers], { namespace: CRI_NAMESPACE, timeoutMs: 60_000 });
+    assert.equal(out.trim(), p.expected, `container ${name} of ${p.image.ref} sees every layer`);
+  }
+
+  /**
+   * containerd reaches the daemon again (after a SIGKILL its connection backs off for about a
+   * second). `ctr snapshots ls` would not tell: containerd answers it from its own database;
+   * Usage of the holder goes to the daemon.
+   */
+  private async waitReconnected(): Promise<number> {
+    return waitUntil(async () => (await this.ctd.ctrResult(['snapshots', ...SN, 'usage', this.holderKey], { namespace: CRI_NAMESPACE, timeoutMs: 10_000 })).code === 0,
+      { what: 'containerd to reach the restarted daemon', timeoutMs: 20_000, intervalMs: 100, process: this.daemon.process });
+  }
+
+  /** List on the client of the current daemon run. */
+  private async list(): Promise<WireInfo[]> {
+    this.client ??= new SnapshotsClient(this.daemon.socket);
+    return this.client.list();
+  }
+
+  private dropClient(): void {
+    this.client?.close();
+    this.client = undefined;
+  }
+
+  /** Checks (c): live FUSE mounts only, and exactly those that the records call for. */
+  private async checkMounts(what: string): Promise<void> {
+    const health = await fuseMountHealth(this.daemon.root);
+    const bad = health.filter((m) => m.health !== 'alive');
+    assert.deepEqual(bad, [], `${what}: every FUSE mount under the root answers`);
+    const needed = [...layerMountsNeeded(this.daemon.root, readRecords(this.daemon.root))].sort();
+    assert.deepEqual(health.map((m) => m.mountpoint), needed, `${what}: the FUSE mounts are the layers that active snapshots stand on`);
+    const other = (await mountpointsUnder(this.daemon.root)).filter((mp) => !needed.includes(mp));
+    assert.deepEqual(other, [], `${what}: nothing else is mounted under the root`);
+  }
+
+  /** One cycle: make room, pull, SIGKILL at a random point, restart, check (a) to (d). */
+  async cycle(kind: PullKind, rng: Prng): Promise<CycleReport> {
+    const n = ++this.cycleNo;
+    const t0 = Date.now();
+    const pool = this.pool[kind];
+    const absent = pool.filter((p) => !p.present);
+    const target = rng.pick(absent);
+    const present = pool.filter((p) => p.present).sort((a, b) => a.pulledIn - b.pulledIn);
+    const old = present.length >= this.opts.maxPresent ? present[0] : undefined;
+
+    // The kill point: after k answered calls of this cycle's work, then d ms.
+    const expected = this.pullRpcs[kind] + (old ? old.image.layers.length + 3 : 0);
+    const k = rng.between(0, expected);
+    // The mean time between two of the daemon's answers in an un-killed pull: the delay lands
+    // anywhere between one call and the next.
+    const gapMs = Math.max(1, Math.round(this.pullSpanMs[kind] / Math.max(1, this.pullRpcs[kind] - 1)));
+    const d = rng.int(gapMs + 1);
+
+    const tail = new LogTail(this.daemon.logFile, await logSize(this.daemon.logFile));
+    const pidBefore = this.daemon.pid;
+    let finished = false;
+    const work = (async () => {
+      if (old) {
+        old.present = false;
+        await this.remove(old);
+      }
+      await this.pull(target);
+    })();
+    const outcome = work.then(() => 'finished before the kill', (err: unknown) => `failed: ${lastLine(err)}`)
+      .finally(() => { finished = true; });
+    const workRpcs = (): RpcRecord[] => tail.rpcs().filter((r) => r.pid === pidBefore && isWorkRpc(r));
+    while (!finished && workRpcs().length < k) {
+      await tail.poll();
+      await sleep(1);
+    }
+    if (d > 0) await sleep(d);
+    // (b) what is committed right before the kill: read from the database itself, not through a
+    // call, which would wait behind the daemon's work and move the kill point.
+    const committedBefore = readRecords(this.daemon.root).filter((r) => r.kind === 'committed').map((r) => r.key);
+    const offsetAtKill = await logSize(this.daemon.logFile);
+    const wasFinished = finished;
+    const status = await this.daemon.kill('SIGKILL');
+    this.dropClient();
+    assert.equal(status.signal, 'SIGKILL', 'the daemon died of the SIGKILL');
+    await tail.poll();
+    const before = workRpcs();
+    const last = before.at(-1);
+    const deadAfterKill = (await fuseMountHealth(this.daemon.root)).filter((m) => m.health === 'dead').length;
+
+    await this.daemon.restart();
+    const restartMs = this.daemon.startupMs;
+    const started = new LogTail(this.daemon.logFile, offsetAtKill);
+    await started.poll();
+    // Whichever process serves the FUSE mounts (the daemon, or a FUSE server of its own) logs here.
+    const startRecords = started.records;
+    const staleClearedAtStart = startRecords.filter((r) => r.msg === 'cleared stale FUSE mount').length;
+    const orphansRemovedAtStart = startRecords
+      .filter((r) => r.msg === 'removed snapshot directories that no record owns')
+      .reduce((s, r) => s + (Array.isArray(r.removed) ? r.removed.length : 0), 0);
+
+    // (c) no dead mount, the holder's layers mounted again, nothing else.
+    await this.checkMounts(`cycle ${n}, after the restart`);
+    // (a) the records match the disk.
+    const consistent = await waitRootConsistent(this.daemon.root, `cycle ${n}: records and disk to match after the restart`);
+    // (b) nothing committed before the kill is lost. Two things may take a snapshot away: the
+    // removal of the old image that this cycle started (its Remove may have been cut short by
+    // the kill, after its transaction), and a Remove that containerd's GC makes after the
+    // restart (the layers of the pull that the kill cut short), which the daemon logs.
+    const ofOld = (name: string): boolean => old !== undefined && old.image.chainIds.some((c) => name === c || name.endsWith(`/${c}`));
+    const removedSince = async (): Promise<Set<string>> => {
+      const t = new LogTail(this.daemon.logFile, offsetAtKill);
+      await t.poll();
+      return new Set(t.rpcs().filter((r) => r.method === 'Remove' && r.code === 'OK').map((r) => r.key));
+    };
+    let lost: string[] = [];
+    let collected = 0;
+    await waitUntil(async () => {
+      const listed = new Set((await this.list()).map((i) => i.name));
+      const missing = committedBefore.filter((c) => !listed.has(c) && !ofOld(c));
+      const removed = await removedSince();
+      lost = missing.filter((m) => !removed.has(m));
+      collected = missing.length - lost.length;
+      return lost.length === 0;
+    }, { what: `cycle ${n}: every snapshot committed before the kill to be listed, or removed by a Remove call`, timeoutMs: 5_000, intervalMs: 50 })
+      .catch(async (err: unknown) => {
+        const mentions = (await readFile(this.daemon.logFile, 'utf8')).split('\n').filter((l) => lost.some((k) => l.includes(k))).slice(-20);
+        throw new Error(`${(err as Error).message}\nlost: ${lost.join(', ')}\ndaemon log lines that name them:\n${mentions.join('\n')}`);
+      });
+
+    const workOutcome = wasFinished ? 'finished before the kill' : await outcome;
+    if (!wasFinished) this.totals.killedMidWork++;
+    // (d) containerd reaches the daemon again; the same pull succeeds; a lazy image runs.
+    const reconnectMs = await this.waitReconnected();
+    await this.pull(target);
+    target.present = true;
+    target.pulledIn = n;
+    const runOf = kind === 'lazy' ? target : rng.pick([this.pinned, ...this.pool.lazy.filter((p) => p.present)]);
+    await this.runLazy(runOf, `crash-run-${n}`);
+
+    // Settle: containerd removes the container's snapshot and what the failed work left.
+    await this.ctd.gc(CRI_NAMESPACE);
+    await this.ctd.gc('default');
+    assert.deepEqual(await rootMismatches(this.daemon.root), [], `cycle ${n}: records and disk match once containerd is idle`);
+    await this.checkMounts(`cycle ${n}, at its end`);
+    await this.checkImagesHeld(n);
+
+    const report: CycleReport = {
+      cycle: n,
+      kind,
+      pulled: target.image.tag,
+      removed: old?.image.tag,
+      killAfterRpcs: k,
+      killDelayMs: d,
+      rpcsBeforeKill: before.length,
+      lastRpc: last ? `${last.method} ${last.code}` : '(none)',
+      workOutcome,
+      deadAfterKill,
+      staleClearedAtStart,
+      orphansRemovedAtStart,
+      transientMismatches: consistent.transient,
+      collectedAfterRestart: collected,
+      restartMs,
+      reconnectMs,
+      cycleMs: Date.now() - t0,
+    };
+    this.totals.deadAfterKill += deadAfterKill;
+    this.totals.staleClearedAtStart += staleClearedAtStart;
+    this.totals.orphansRemovedAtStart += orphansRemovedAtStart;
+    this.totals.collectedAfterRestart += collected;
+    return report;
+  }
+
+  /** Every present image still has a daemon snapshot for each of its layers. */
+  private async checkImagesHeld(n: number): Promise<void> {
+    const names = (await this.list()).filter((i) => i.kind === 'COMMITTED').map((i) => i.name);
+    for (const p of [this.pinned, ...this.pool.lazy, ...this.pool.ordinary]) {
+      if (!p.present) continue;
+      for (const chain of p.image.chainIds) {
+        // Remote layers are committed under the chain ID itself; unpacked ones under <namespace>/<n>/<chain ID>.
+        assert.ok(names.some((s) => s === chain || s.endsWith(`/${chain}`)), `cycle ${n}: the daemon holds layer ${chain} of ${p.image.ref}`);
+      }
+    }
+  }
+
+  /**
+   * Removes the holder and every image, collects garbage, and checks that nothing is left: no
+   * snapshot, directory or mount, and no more descriptors than before anything was mounted in a
+   * process that lived through every kill (a FUSE server beside the daemon). Returns what the
+   * server processes held at the start and hold at the end.
+   */
+  async finish(): Promise<string> {
+    await this.ctd.ctr(['snapshots', ...SN, 'rm', this.holderKey], { namespace: CRI_NAMESPACE });
+    for (const p of [this.pinned, ...this.pool.lazy, ...this.pool.ordinary]) {
+      if (p.present) await this.remove(p);
+      p.present = false;
+    }
+    await this.ctd.gc(CRI_NAMESPACE);
+    await this.ctd.gc('default');
+    assert.deepEqual(await this.list(), [], 'the daemon holds no snapshot');
+    assert.deepEqual(await rootMismatches(this.daemon.root), []);
+    assert.deepEqual(readRecords(this.daemon.root), []);
+    assert.deepEqual(await mountpointsUnder(this.daemon.root), [], 'nothing is mounted under the root');
+    const now = await serverUsage(this.daemon.socket);
+    for (const a of this.usageAtStart) {
+      const b = now.find((x) => x.pid === a.pid);
+      if (b && b.fds - a.fds > FD_SLACK) {
+        assert.fail(`the ${a.role} (pid ${a.pid}) lived through every kill and holds ${b.fds - a.fds} more descriptors than at the start (allowed ${FD_SLACK}): `
+          + `at the start ${JSON.stringify([...(this.fdKindsAtStart.get(a.pid) ?? [])])}, now ${JSON.stringify([...await fdKinds(a.pid)])}`);
+      }
+    }
+    return `server processes before anything was mounted: ${describeUsage(this.usageAtStart)}; at the end: ${describeUsage(now)}`;
+  }
+
+  /** A tail of the daemon's log, for failure messages. */
+  async logTail(lines = 30): Promise<string> {
+    const text = await readFile(this.daemon.logFile, 'utf8').catch(() => '');
+    return text.trimEnd().split('\n').slice(-lines).join('\n');
+  }
+
+  teardown(): Promise<void> {
+    this.dropClient();
+    return this.h.teardown();
+  }
+}
+
+/** The last line of an error: where ctr and the pull command say why they failed. */
+function lastLine(err: unknown): string {
+  const m = err instanceof Error ? err.message : String(err);
+  const lines = m.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  return (lines.at(-1) ?? m).slice(-240);
+}
+
+async function buildPoolImage(h: Harness, registry: Registry, kind: PullKind, tag: string, opts: CrashRigOptions): Promise<PoolImage> {
+  const files = kind === 'ordinary' ? opts.ordinaryFiles ?? 200 : 20;
+  const blob = kind === 'ordinary' ? opts.ordinaryBlobBytes ?? 512 * 1024 : 0;
+  const markers = [`/etc/crash-${tag}`, `/opt/${tag}/1`, `/opt/${tag}/2`];
+  const image = await h.buildImage({
+    registry,
+    name: kind === 'lazy' ? 'crash/lazy' : 'crash/ordinary',
+    tag,
+    layers: [
+      { comment: 'busybox', raw: async (d) => { await busyboxRootfs(d); await writeFile(join(d, 'etc', `crash-${tag}`), `${tag} 0\n`); } },
+      {
+        comment: 'many small files',
+        raw: async (d) => {
+          await mkdir(join(d, 'opt', tag, 'many'), { recursive: true });
+          for (let i = 0; i < files; i++) await writeFile(join(d, 'opt', tag, 'many', `f${i}`), `${tag} ${i}\n`);
+          if (blob > 0) await writeFile(join(d, 'opt', tag, 'blob'), randomBytes(blob));
+          await writeFile(join(d, 'opt', tag, '1'), `${tag} 1\n`);
+        },
+      },
+      { comment: 'top', raw: async (d) => { await mkdir(join(d, 'opt', tag), { recursive: true }); await writeFile(join(d, 'opt', tag, '2'), `${tag} 2\n`); } },
+    ],
+    config: { cmd: ['/bin/sh'] },
+  });
+  return { kind, image, markers, expected: `${tag} 0\n${tag} 1\n${tag} 2`, present: false, pulledIn: 0 };
+}
