@@ -69,7 +69,7 @@ export class FuseServer {
   }
 
   async listen(): Promise<void> {
-    await prepareSocketPath(this.o.socket);
+    await prepareSocketPath(this.o.socket, this.log);
     const server = net.createServer((c) => this.connection(c));
     const oldUmask = process.umask(0o177);
     try {
