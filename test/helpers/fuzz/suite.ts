@@ -68,7 +68,8 @@ export function fuzzSuite(label: string, phases: readonly FuzzPhase[]): void {
       });
       t.diagnostic(summary(r));
       assert.deepEqual(r.problems, [], `${r.problemCount} answers were not proper (${SEED_ENV}=${seed} repeats the run)`);
-      for (const m of METHODS) assert.ok((r.byMethod[m] ?? 0) > 0, `no ${m} request was sent`);
+      // (A short phase may miss a rare method by chance; a long one cannot, in practice.)
+      if (phase.count >= 1000) for (const m of METHODS) assert.ok((r.byMethod[m] ?? 0) > 0, `no ${m} request was sent`);
       assert.equal(r.sent, phase.count);
     });
   });
