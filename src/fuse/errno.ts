@@ -1,4 +1,4 @@
-// Errno plumbing between Node's errors and fuse-native's callbacks, which want a NEGATIVE errno.
+// Errno plumbing: Node's error codes to the errno numbers a FUSE reply carries.
 import { constants } from 'node:os';
 import { errnoCode } from '../errors.js';
 

@@ -222,7 +222,7 @@ export class LayerTree {
 
   // ---- data -----------------------------------------------------------------------------------
 
-  /** Opens a regular file for reading and returns a handle (never 0: fuse-native treats 0 as none). */
+  /** Opens a regular file for reading and returns a handle (never 0). */
   async open(p: string, flags: number): Promise<number> {
     const { O_RDONLY, O_TRUNC, O_CREAT, O_NOFOLLOW } = fs.constants;
     if ((flags & O_ACCMODE) !== O_RDONLY || (flags & (O_TRUNC | O_CREAT)) !== 0) throw new FsError('EROFS');
