@@ -273,8 +273,9 @@ export class FuseLayerMounter implements LayerMounter {
       void session.ended.then(() => this.finish(s.fd, s.session, s.ops, s.tree)).finally(() => this.draining.delete(s));
     } else {
       this.served.set(m.mountpoint, s);
-      // The mount may have gone meanwhile (someone ran umount): the session ends by itself then.
-      void session.ended.then(() => { if (this.served.get(m.mountpoint) === s) void this.release(s, 'unmounted'); });
+      // The mount may go meanwhile (someone runs umount): the kernel ends the connection then.
+      // Not `ended`, which a handover's stop() also settles.
+      void session.gone.then(() => { if (this.served.get(m.mountpoint) === s) void this.release(s, 'unmounted'); });
     }
     l.info({ nodes: ops.nodeCount }, 'took over layer mount');
   }

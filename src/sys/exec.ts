@@ -1,5 +1,5 @@
 // Every child process this project starts goes through here, so tests can see and count them.
-import { spawn, type SpawnOptions } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 
 export interface ExecResult {
   code: number | null;
@@ -80,4 +80,13 @@ export function spawnDetached(cmd: string, args: readonly string[], opts: Pick<E
   child.on('error', () => undefined);
   child.unref();
   return child.pid;
+}
+
+/**
+ * Starts a successor process (the FUSE server's handover) in its own session: its stdin and its
+ * fd 3 are pipes to us, stdout and stderr are ours, and `fds` become its fds 4, 5, ...
+ */
+export function spawnSuccessor(cmd: string, args: readonly string[], fds: readonly number[], env: NodeJS.ProcessEnv): ChildProcess {
+  execCounter.count++;
+  return spawn(cmd, args, { stdio: ['pipe', 'inherit', 'inherit', 'pipe', ...fds], detached: true, env });
 }

@@ -55,8 +55,11 @@ export class FuseSession {
   private initDone = false;
   private readonly initWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private endResolve: (() => void) | undefined;
-  /** Settles when the connection has ended and no read is pending. */
+  private goneResolve: (() => void) | undefined;
+  /** Settles when reading has stopped (stop() or the connection's end) and no read is pending. */
   readonly ended: Promise<void>;
+  /** Settles only when the kernel ended the connection (unmounted or aborted), not on stop(). */
+  readonly gone: Promise<void>;
   /** Requests answered (for tests and handover). */
   answered = 0;
   /** Requests read and not answered yet. */
@@ -71,6 +74,7 @@ export class FuseSession {
     this.readers = Math.max(1, opts.readers ?? 1);
     this.bufferSize = Math.max(opts.bufferSize ?? 64 * 1024, MIN_READ_BUFFER + 4096);
     this.ended = new Promise<void>((resolve) => { this.endResolve = resolve; });
+    this.gone = new Promise<void>((resolve) => { this.goneResolve = resolve; });
   }
 
   /**
@@ -120,6 +124,7 @@ export class FuseSession {
         }
         // ENODEV: unmounted or aborted; EBADF: the descriptor was closed under us.
         if (code !== 'ENODEV' && code !== 'EBADF') this.log.error({ err }, 'reading /dev/fuse failed; this layer is no longer served');
+        else this.log.debug({ code }, 'the FUSE connection ended');
         this.connectionEnded();
         return;
       }
@@ -225,6 +230,7 @@ export class FuseSession {
   }
 
   private connectionEnded(): void {
+    this.goneResolve?.();
     if (!this.stopped) {
       this.stopped = true;
       this.handler.ended?.();

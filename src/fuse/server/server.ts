@@ -6,11 +6,11 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import readline from 'node:readline';
-import { spawn } from 'node:child_process';
 import { SnapshotterError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { createFuseMetrics } from '../../metrics/index.js';
 import { prepareSocketPath } from '../../server/socket.js';
+import { spawnSuccessor } from '../../sys/exec.js';
 import { FuseLayerMounter, type HandedMount } from '../mounts.js';
 import {
   absolutePath, optionalString, parseRequest, pathList, type Request, type Response, type ServerState,
@@ -166,9 +166,7 @@ export class FuseServer {
     const state: HandoverState = { mounts: handed.map((m, i) => ({ ...m, fd: FIRST_FUSE_FD + i })) };
     const [cmd, ...pre] = this.o.successorCommand;
     this.log.info({ mounts: handed.length }, 'handing every layer mount to a new FUSE server process');
-    const child = spawn(cmd as string, [...pre, 'fuse-server', '--socket', this.o.socket, '--takeover', ...this.o.successorArgs], {
-      stdio: ['pipe', 'inherit', 'inherit', 'pipe', ...fds], detached: true, env: process.env,
-    });
+    const child = spawnSuccessor(cmd as string, [...pre, 'fuse-server', '--socket', this.o.socket, '--takeover', ...this.o.successorArgs], fds, process.env);
     try {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('the new FUSE server did not report ready within 30 s')), 30_000);
