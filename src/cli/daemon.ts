@@ -122,6 +122,7 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
         ...(config.metadataCacheEntries ? ['--cache-entries', String(config.metadataCacheEntries)] : [])],
       { env: { ...process.env, UV_THREADPOOL_SIZE: String(FUSE_SERVER_THREADS) } });
       log.info({ pid, socket: opts.fuseSocket }, 'started a FUSE server');
+      return pid;
     },
   });
   try {

@@ -2,6 +2,7 @@
 // It starts the server when none answers, and reconnects when the connection drops (a server
 // handing over to its successor, or one that died and must be started again).
 import net from 'node:net';
+import { readFileSync } from 'node:fs';
 import readline from 'node:readline';
 import { SnapshotterError, Unavailable, type ErrorKind } from '../../errors.js';
 import type { Logger } from '../../log.js';
@@ -13,8 +14,8 @@ import type { Method, Response, ServerState } from './wire.js';
 export interface RemoteMounterOptions {
   socket: string;
   log: Logger;
-  /** Starts a server process (detached); called when nothing answers on the socket. */
-  startServer: () => void;
+  /** Starts a server process (detached) and returns its pid; called when nothing answers on the socket. */
+  startServer: () => number | undefined | void;
   /** How long to wait for a started server's socket. */
   startTimeoutMs?: number;
 }
@@ -113,6 +114,7 @@ export class RemoteLayerMounter implements LayerMounter {
   private async open(): Promise<net.Socket> {
     const deadline = Date.now() + (this.o.startTimeoutMs ?? 20_000);
     let started = false;
+    let pid: number | undefined;
     // A server handing over closes its socket for a moment; give its successor time first.
     for (let attempt = 0; ; attempt++) {
       try {
@@ -121,10 +123,13 @@ export class RemoteLayerMounter implements LayerMounter {
         return c;
       } catch (err) {
         if (Date.now() > deadline) throw new Unavailable(`no FUSE server answers on ${this.o.socket}: ${(err as Error).message}`, err);
+        if (pid !== undefined && !isAlive(pid)) {
+          throw new Unavailable(`the FUSE server started for ${this.o.socket} (pid ${pid}) exited at once; its log says why`);
+        }
         if (!started && attempt >= 10) {
           started = true;
           this.o.log.info({ socket: this.o.socket }, 'no FUSE server answers; starting one');
-          this.o.startServer();
+          pid = this.o.startServer() ?? undefined;
         }
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
@@ -163,6 +168,20 @@ export class RemoteLayerMounter implements LayerMounter {
     } else {
       p.resolve(r.result);
     }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // Our own child, once exited, is a zombie until Node reaps it: not alive either.
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
   }
 }
 
