@@ -405,15 +405,17 @@ export class FuseLayerMounter implements LayerMounter {
   private async release(s: Served, outcome: UnmountOutcome | 'not-mounted'): Promise<void> {
     this.served.delete(s.mountpoint);
     for (const [alias, canon] of this.aliases) if (canon === s.mountpoint) this.aliases.delete(alias);
-    if (outcome === 'lazy') {
-      // A lazily detached mount still serves its last users: the session runs until the kernel
-      // ends the connection, when the last of them goes.
-      this.draining.add(s);
-      void s.session.ended.then(() => this.finish(s.fd, s.session, s.ops, s.tree)).finally(() => this.draining.delete(s));
-    } else {
-      await withDeadline(s.session.ended, 10_000, `the end of the FUSE connection at ${s.mountpoint}`)
-        .catch((err: unknown) => s.log.warn({ err }, 'FUSE connection did not end after unmount; closing it'));
+    // The kernel ends the connection when the last user of the filesystem goes. A lazily
+    // detached mount still has users; so may a plain unmount, when an overlay holds the
+    // filesystem as a lower layer (overlayfs keeps its own reference; seen with containerd's
+    // temporary mounts left by a containerd killed mid-unpack). The session serves them until then.
+    const gone = outcome === 'lazy' ? false : await withDeadline(s.session.gone, 2000, 'the end of the FUSE connection').then(() => true, () => false);
+    if (gone) {
       await this.finish(s.fd, s.session, s.ops, s.tree);
+    } else {
+      if (outcome !== 'lazy') s.log.warn('the layer is unmounted but its filesystem is still in use; serving it until the last user goes');
+      this.draining.add(s);
+      void s.session.gone.then(() => this.finish(s.fd, s.session, s.ops, s.tree)).finally(() => this.draining.delete(s));
     }
     s.log.info({ outcome }, 'unmounted layer');
   }

@@ -3,13 +3,14 @@
 // also when Ctrl-C stops it half way.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execOk } from '../../src/sys/exec.js';
-import { mountsUnder, describeMount } from '../helpers/mounts.js';
+import { mountsUnder, describeMount, mountsReferencing } from '../helpers/mounts.js';
 import { repoRoot } from '../helpers/paths.js';
 import { describeProcess, killPid, processesMentioning } from '../helpers/processes.js';
 import { waitUntil } from '../helpers/wait.js';
@@ -46,6 +47,9 @@ function assertNothingLeft(dir: string, output: string): void {
   for (const p of procs) killPid(p.pid);
   assert.deepEqual(procs.map(describeProcess), [], `no process left:\n${output}`);
   assert.deepEqual(mountsUnder(dir).map(describeMount), [], `nothing left mounted:\n${output}`);
+  const standing = mountsReferencing(dir);
+  for (const m of standing) spawnSync('umount', ['-l', m.mountPoint]);
+  assert.deepEqual(standing.map(describeMount), [], `no mount elsewhere stands on it (a containerd temporary mount):\n${output}`);
   assert.equal(existsSync(dir), false, `${dir} was removed:\n${output}`);
 }
 

@@ -61,8 +61,23 @@ export function describeMount(m: MountEntry): string {
  * Unmounts everything under dir, topmost first; a busy mount is detached lazily.
  * Returns the mounts that were found (empty if there was nothing to do).
  */
+/**
+ * Mounts elsewhere that stand on dir: an overlay whose lower, upper or work directory lies in it
+ * (containerd's temporary mounts in /tmp, left behind when containerd is killed in the middle of
+ * using one).
+ */
+export function mountsReferencing(dir: string): MountEntry[] {
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  return listMounts().filter((m) => !m.mountPoint.startsWith(prefix) && m.fsType === 'overlay'
+    && /(?:^|,)(?:lowerdir|upperdir|workdir)=/.test(m.superOptions) && m.superOptions.includes(prefix));
+}
+
 export async function unmountAllUnder(dir: string): Promise<MountEntry[]> {
-  const found = mountsUnder(dir);
+  const found = [...mountsReferencing(dir), ...mountsUnder(dir)];
+  for (const m of mountsReferencing(dir).reverse()) {
+    const r = await exec('umount', [m.mountPoint]);
+    if (r.code !== 0) await exec('umount', ['-l', m.mountPoint]);
+  }
   for (let pass = 0; pass < 10; pass++) {
     const left = mountsUnder(dir).reverse();
     if (left.length === 0) return found;
