@@ -1,7 +1,7 @@
 // The cvmfs-snapshotter daemon under test, with a private socket, root, config and log file.
 import { writeFile, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { isAlive } from '../../src/sys/pid.js';
 import { daemonBin } from './paths.js';
 import { ManagedProcess, type ExitStatus } from './process.js';
 import type { Scope } from './scope.js';
@@ -78,13 +78,13 @@ export async function startDaemon(scope: Scope, opts: DaemonOptions = {}): Promi
   const fuseServerPid = async (): Promise<number | undefined> => {
     const text = await readFile(`${fuseSocket}.pid`, 'utf8').catch(() => '');
     const pid = Number.parseInt(text, 10);
-    return Number.isInteger(pid) && alive(pid) ? pid : undefined;
+    return Number.isInteger(pid) && isAlive(pid) ? pid : undefined;
   };
   const stopFuseServer = async (): Promise<void> => {
     const pid = await fuseServerPid();
     if (pid === undefined) return;
     process.kill(pid, 'SIGTERM');
-    const gone = await waitUntil(() => !alive(pid), { what: `FUSE server ${pid} to exit`, timeoutMs: 20_000 }).then(() => true, () => false);
+    const gone = await waitUntil(() => !isAlive(pid), { what: `FUSE server ${pid} to exit`, timeoutMs: 20_000 }).then(() => true, () => false);
     if (!gone) {
       process.kill(pid, 'SIGKILL');
       throw new Error(`FUSE server ${pid} did not stop within 20 s of SIGTERM and was killed`);
@@ -130,20 +130,6 @@ export async function startDaemon(scope: Scope, opts: DaemonOptions = {}): Promi
     fuseServerPid,
     stopFuseServer,
   };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie has exited; only its parent has not collected it yet.
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
 }
 
 export function parseJsonLines(text: string): LogRecord[] {

@@ -12,6 +12,7 @@ import { daemonBin } from '../helpers/paths.js';
 import { Scope } from '../helpers/scope.js';
 import { runCli } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
+import { isAlive } from '../../src/sys/pid.js';
 import { mountsUnder } from '../helpers/mounts.js';
 
 let scope: Scope;
@@ -21,7 +22,6 @@ let mnt = '';
 let client: RemoteLayerMounter;
 
 const serverPid = async (): Promise<number> => Number.parseInt(await readFile(`${socket}.pid`, 'utf8'), 10);
-const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true; } catch { return false; } };
 
 before(async () => {
   scope = await Scope.create('fuse-server');
@@ -41,8 +41,8 @@ before(async () => {
   });
   scope.defer('stop the FUSE server', async () => {
     const pid = await serverPid().catch(() => undefined);
-    if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGTERM');
-    if (pid !== undefined) await waitUntil(() => !alive(pid), { what: 'the FUSE server to exit', timeoutMs: 20_000 });
+    if (pid !== undefined && isAlive(pid)) process.kill(pid, 'SIGTERM');
+    if (pid !== undefined) await waitUntil(() => !isAlive(pid), { what: 'the FUSE server to exit', timeoutMs: 20_000 });
   });
 });
 
@@ -69,7 +69,7 @@ test('two handovers in a row: a new process each time, the layer served througho
       assert.equal(r.code, 0, r.stderr);
       const next = await serverPid();
       assert.ok(!pids.includes(next), `handover ${i + 1} started a new process (${r.stdout.trim()})`);
-      await waitUntil(() => !alive(pids[pids.length - 1] as number), { what: 'the old server to exit', timeoutMs: 10_000 });
+      await waitUntil(() => !isAlive(pids[pids.length - 1] as number), { what: 'the old server to exit', timeoutMs: 10_000 });
       pids.push(next);
       assert.equal(await readFile(join(mnt, 'd', 'f'), 'utf8'), 'served\n');
     }
@@ -86,6 +86,6 @@ test('--stop unmounts every layer and ends the server', async () => {
   const pid = await serverPid();
   const r = await runCli(['fuse-server', '--stop', '--socket', socket], { timeoutMs: 30_000 });
   assert.equal(r.code, 0, r.stderr);
-  await waitUntil(() => !alive(pid), { what: 'the server to exit', timeoutMs: 20_000 });
+  await waitUntil(() => !isAlive(pid), { what: 'the server to exit', timeoutMs: 20_000 });
   assert.deepEqual(mountsUnder(scope.dir), [], 'nothing is mounted any more');
 });

@@ -2,7 +2,7 @@
 // It starts the server when none answers, and reconnects when the connection drops (a server
 // handing over to its successor, or one that died and must be started again).
 import net from 'node:net';
-import { readFileSync } from 'node:fs';
+import { isAlive } from '../../sys/pid.js';
 import readline from 'node:readline';
 import { SnapshotterError, Unavailable, type ErrorKind } from '../../errors.js';
 import type { Logger } from '../../log.js';
@@ -168,20 +168,6 @@ export class RemoteLayerMounter implements LayerMounter {
     } else {
       p.resolve(r.result);
     }
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // Our own child, once exited, is a zombie until Node reaps it: not alive either.
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
   }
 }
 
