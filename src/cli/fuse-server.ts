@@ -65,7 +65,8 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     const client = new RemoteLayerMounter({ socket, log, startServer: () => undefined, startTimeoutMs: 2000 });
     try {
       if (v.handover) {
-        const before = (await client.connect(), client.server);
+        await client.connect();
+        const before = client.server;
         const { pid } = await client.handover();
         process.stdout.write(`FUSE server ${before?.pid ?? '?'} handed its mounts to ${pid}\n`);
       } else {

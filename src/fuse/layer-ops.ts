@@ -3,7 +3,7 @@
 // them. Files and directories are opened without a message (NO_OPEN/NO_OPENDIR): the kernel
 // then keeps file pages and directory listings cached, and reads name the node, not a handle.
 import type { Logger } from '../log.js';
-import { codeOf, isExpectedCode, negErrno } from './errno.js';
+import { FsError, codeOf, isExpectedCode, negErrno } from './errno.js';
 import { joinLayerPath } from './layer-path.js';
 import type { DirReply, LayerTree } from './layer-tree.js';
 import {
@@ -40,8 +40,6 @@ export interface NodeTableState {
 const pos = (code: string): number => -negErrno(code);
 const EROFS = pos('EROFS');
 const ESTALE = pos('ESTALE');
-const ENODATA = pos('ENODATA');
-const ERANGE = pos('ERANGE');
 const EIO = pos('EIO');
 const ENOTDIR = pos('ENOTDIR');
 
@@ -182,7 +180,7 @@ export class LayerOps implements RequestHandler {
       const nodeid = plus && !dots && attr.mode !== 0 ? this.ref(joinLayerPath(dir.path, name)).id : 0n;
       used += writeDirent(out, used, nameBuf, attr.ino, i + 1, attr.mode, plus ? { nodeid, attr, v: this.v } : undefined);
     }
-    if (used === 0 && req.offset < listing.names.length && req.size < ENTRY_OUT_SIZE) throw Object.assign(new Error('buffer too small'), { code: 'EINVAL' });
+    if (used === 0 && req.offset < listing.names.length && req.size < ENTRY_OUT_SIZE) throw new FsError('EINVAL', 'the kernel\'s buffer cannot hold one entry');
     return out.subarray(0, used);
   }
 
@@ -203,7 +201,7 @@ export class LayerOps implements RequestHandler {
     const name = readCString(body, 8).toString();
     this.serve(h, node, reply, async () => {
       const value = await this.tree.getxattr(node.path, name);
-      if (value === null) throw Object.assign(new Error('no such attribute'), { code: 'ENODATA' });
+      if (value === null) throw new FsError('ENODATA');
       return sized(value, size);
     });
   }
@@ -316,8 +314,6 @@ export class LayerOps implements RequestHandler {
 /** The size-probe protocol of getxattr/listxattr: size 0 asks for the length only. */
 function sized(value: Buffer, size: number): Buffer {
   if (size === 0) return encodeXattrSize(value.length);
-  if (value.length > size) throw Object.assign(new Error('buffer too small'), { code: 'ERANGE' });
+  if (value.length > size) throw new FsError('ERANGE');
   return value;
 }
-void ERANGE;
-void ENODATA;

@@ -269,12 +269,10 @@ export class FuseLayerMounter implements LayerMounter {
     void session.start(false);
     const s: Served = { mountpoint: m.mountpoint, layerDir: m.layerDir, fd: m.fd, session, ops, tree, log: l };
     if (m.detached) {
-      this.draining.add(s);
-      void session.ended.then(() => this.finish(s.fd, s.session, s.ops, s.tree)).finally(() => this.draining.delete(s));
+      this.serveUntilGone(s);
     } else {
       this.served.set(m.mountpoint, s);
       // The mount may go meanwhile (someone runs umount): the kernel ends the connection then.
-      // Not `ended`, which a handover's stop() also settles.
       void session.gone.then(() => { if (this.served.get(m.mountpoint) === s) void this.release(s, 'unmounted'); });
     }
     l.info({ nodes: ops.nodeCount }, 'took over layer mount');
@@ -321,7 +319,7 @@ export class FuseLayerMounter implements LayerMounter {
     } catch (err) {
       // The mount exists but never came to life: leave nothing behind.
       await kernelUnmount(mp).catch((e: unknown) => log.error({ err: e }, 'could not remove a half-made mount'));
-      await this.finish(fd, session, ops, tree);
+      await this.finish({ fd, session, ops, tree });
       throw new SnapshotterError('Internal', `mounting layer ${root} at ${mp}: ${errorText(err)}`, { cause: err });
     }
     this.served.set(mp, { mountpoint: mp, layerDir: root, fd, session, ops, tree, log });
@@ -411,17 +409,25 @@ export class FuseLayerMounter implements LayerMounter {
     // temporary mounts left by a containerd killed mid-unpack). The session serves them until then.
     const gone = outcome === 'lazy' ? false : await withDeadline(s.session.gone, 2000, 'the end of the FUSE connection').then(() => true, () => false);
     if (gone) {
-      await this.finish(s.fd, s.session, s.ops, s.tree);
+      await this.finish(s);
     } else {
       if (outcome !== 'lazy') s.log.warn('the layer is unmounted but its filesystem is still in use; serving it until the last user goes');
-      this.draining.add(s);
-      void s.session.gone.then(() => this.finish(s.fd, s.session, s.ops, s.tree)).finally(() => this.draining.delete(s));
+      this.serveUntilGone(s);
     }
     s.log.info({ outcome }, 'unmounted layer');
   }
 
+  /**
+   * A mount no longer at its mountpoint whose filesystem still has users: served until the
+   * kernel ends the connection (not until a handover's stop(), which passes it on instead).
+   */
+  private serveUntilGone(s: Served): void {
+    this.draining.add(s);
+    void s.session.gone.then(() => this.finish(s)).finally(() => this.draining.delete(s));
+  }
+
   /** Closes a connection's descriptor and what its layer holds open. */
-  private async finish(fd: number, session: FuseSession, ops: LayerOps, tree: LayerTree): Promise<void> {
+  private async finish({ fd, session, ops, tree }: Pick<Served, 'fd' | 'session' | 'ops' | 'tree'>): Promise<void> {
     session.stop();
     await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
     await ops.closeFiles();

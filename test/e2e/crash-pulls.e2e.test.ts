@@ -4,11 +4,11 @@
 // The seed is printed; CVMFS_STRESS_SEED=<seed> replays it.
 import { after, before, describe, test } from 'node:test';
 import { CrashRig, type PullKind } from '../helpers/crash-pulls.js';
-import { prng, seedFromEnv, SEED_ENV } from '../helpers/prng.js';
+import { Rng, seedFrom, STRESS_SEED_ENV as SEED_ENV } from '../helpers/rng.js';
 
 describe('SIGKILL during pulls (fast)', () => {
   let rig: CrashRig;
-  const seed = seedFromEnv();
+  const seed = seedFrom(SEED_ENV);
 
   before(async () => {
     rig = await CrashRig.create('e2e-crash', { poolSize: 2, maxPresent: 1 });
@@ -17,7 +17,7 @@ describe('SIGKILL during pulls (fast)', () => {
 
   test('two lazy and two ordinary pulls killed at random points; the daemon comes back whole each time', async (t) => {
     t.diagnostic(`${SEED_ENV}=${seed}`);
-    const rng = prng(seed);
+    const rng = new Rng(seed);
     for (const kind of ['lazy', 'ordinary', 'lazy', 'ordinary'] as PullKind[]) {
       try {
         const r = await rig.cycle(kind, rng);

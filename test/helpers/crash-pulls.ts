@@ -25,7 +25,7 @@ import { Harness } from './harness.js';
 import type { BuiltImage } from './image.js';
 import { CRI_NAMESPACE, ingest, lazyRunArgs, pullLazy } from './lazy.js';
 import { asRpc, LogTail, logSize, type RpcRecord } from './log-tail.js';
-import type { Prng } from './prng.js';
+import type { Rng } from './rng.js';
 import type { Registry } from './registry.js';
 import {
   describeUsage, fdKinds, fuseMountHealth, layerMountsNeeded, mountpointsUnder, readRecords, rootMismatches, serverUsage, waitRootConsistent, type ServerUsage,
@@ -243,7 +243,7 @@ export class CrashRig {
   }
 
   /** One cycle: make room, pull, SIGKILL at a random point, restart, check (a) to (d). */
-  async cycle(kind: PullKind, rng: Prng): Promise<CycleReport> {
+  async cycle(kind: PullKind, rng: Rng): Promise<CycleReport> {
     const n = ++this.cycleNo;
     const t0 = Date.now();
     const pool = this.pool[kind];
@@ -254,7 +254,7 @@ export class CrashRig {
 
     // The kill point: after k answered calls of this cycle's work, then d ms.
     const expected = this.pullRpcs[kind] + (old ? old.image.layers.length + 3 : 0);
-    const k = rng.between(0, expected);
+    const k = rng.range(0, expected);
     // The mean time between two of the daemon's answers in an un-killed pull: the delay lands
     // anywhere between one call and the next.
     const gapMs = Math.max(1, Math.round(this.pullSpanMs[kind] / Math.max(1, this.pullRpcs[kind] - 1)));

@@ -4,13 +4,13 @@
 // each kind instead of 50.
 import { after, before, describe, test } from 'node:test';
 import { CrashRig, type PullKind } from '../helpers/crash-pulls.js';
-import { prng, seedFromEnv, SEED_ENV } from '../helpers/prng.js';
+import { Rng, seedFrom, STRESS_SEED_ENV as SEED_ENV } from '../helpers/rng.js';
 
 const CYCLES = Number(process.env.CVMFS_CRASH_CYCLES ?? 50);
 
 describe('SIGKILL at random points of 50 lazy and 50 ordinary pulls', () => {
   let rig: CrashRig;
-  const seed = seedFromEnv();
+  const seed = seedFrom(SEED_ENV);
 
   before(async () => {
     process.stderr.write(`# crash-pulls: ${SEED_ENV}=${seed}\n`);
@@ -20,7 +20,7 @@ describe('SIGKILL at random points of 50 lazy and 50 ordinary pulls', () => {
 
   test(`${CYCLES} + ${CYCLES} kills; after each restart the records match the disk, nothing committed is lost, no dead mount, pull and run work`, async (t) => {
     t.diagnostic(`${SEED_ENV}=${seed}`);
-    const rng = prng(seed);
+    const rng = new Rng(seed);
     const kinds: PullKind[] = [...Array<PullKind>(CYCLES).fill('lazy'), ...Array<PullKind>(CYCLES).fill('ordinary')];
     // A seeded shuffle, so lazy and ordinary cycles interleave.
     for (let i = kinds.length - 1; i > 0; i--) {

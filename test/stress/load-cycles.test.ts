@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { SnapshotsClient } from '../../src/server/client.js';
 import { defaultDaemonConfig, type Daemon } from '../helpers/daemon.js';
 import { Harness } from '../helpers/harness.js';
-import { prng, seedFromEnv, SEED_ENV } from '../helpers/prng.js';
+import { Rng, seedFrom, STRESS_SEED_ENV as SEED_ENV } from '../helpers/rng.js';
 import { fdKinds, mountpointsUnder, readRecords, serverUsage } from '../helpers/root-check.js';
 import { emptyCounts, makeStoreLayers, runCycle, type CycleKind, type StoreLayer } from '../helpers/snapshot-cycles.js';
 
@@ -49,8 +49,8 @@ describe(`${2 * PHASE_CYCLES} prepare/commit/remove cycles over gRPC leak nothin
   let daemon: Daemon;
   let client: SnapshotsClient;
   let layers: StoreLayer[];
-  const seed = seedFromEnv();
-  const rng = prng(seed);
+  const seed = seedFrom(SEED_ENV);
+  const rng = new Rng(seed);
   let cycleNo = 0;
 
   before(async () => {

@@ -6,12 +6,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { setAttributeSync } from 'fs-xattr';
 import { MetadataCache } from '../../src/cache/index.js';
 import { LayerTree, type LayerMeta } from '../../src/fuse/layer-tree.js';
 import { LayerOps } from '../../src/fuse/layer-ops.js';
 import { DEFAULT_TUNING } from '../../src/fuse/tuning.js';
 import {
-  ATTR_OUT_SIZE, ENTRY_OUT_SIZE, InitFlag, Op, OUT_HEADER_SIZE, direntSize, encodeAttrOut, type InHeader,
+  ATTR_OUT_SIZE, ENTRY_OUT_SIZE, InitFlag, Op, OUT_HEADER_SIZE, direntSize, type InHeader,
 } from '../../src/fuse/kernel/protocol.js';
 import type { Reply } from '../../src/fuse/kernel/session.js';
 import { silentLogger } from '../../src/log.js';
@@ -28,6 +29,7 @@ before(() => {
   fs.writeFileSync(path.join(l, 'd/file'), 'hello, layer');
   for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(l, 'd', `n${String(i).padStart(2, '0')}`), '');
   fs.writeFileSync(path.join(l, '.wh.gone'), '');
+  setAttributeSync(path.join(l, 'd'), 'user.colour', 'blue');
   fs.symlinkSync('/etc/passwd', path.join(l, 'link'));
   // JS dates cannot carry nanoseconds; touch can.
   execFileSync('touch', ['-m', '-d', '@1700000000.123456789', path.join(l, 'd/file')]);
@@ -149,18 +151,23 @@ test('READDIRPLUS pages through a directory by cookie, with an entry and attribu
   assert.ok(names.includes('file'));
 });
 
-test('xattrs: a size probe, ERANGE for a short buffer, ENODATA for none', async () => {
+test('xattrs: a size probe, ERANGE for a short buffer, the value, ENODATA for none', async () => {
   const d = (await ask(Op.LOOKUP, 1n, cstr('d'))).body.readBigUInt64LE(0);
   const req = (size: number, name: string): Buffer => {
     const b = Buffer.alloc(8);
     b.writeUInt32LE(size, 0);
     return Buffer.concat([b, cstr(name)]);
   };
+  const probe = await ask(Op.GETXATTR, d, req(0, 'user.colour'));
+  assert.equal(probe.errno, 0);
+  assert.equal(probe.body.readUInt32LE(0), 4, 'size 0 asks for the length only');
+  assert.equal((await ask(Op.GETXATTR, d, req(3, 'user.colour'))).errno, E.ERANGE);
+  assert.equal((await ask(Op.GETXATTR, d, req(4, 'user.colour'))).body.toString(), 'blue');
   assert.equal((await ask(Op.GETXATTR, d, req(0, 'trusted.overlay.opaque'))).errno, E.ENODATA);
-  const list = await ask(Op.LISTXATTR, d, req(0, ''));
-  assert.equal(list.errno, 0);
-  assert.equal(list.body.readUInt32LE(0), 0, 'no names');
-  void encodeAttrOut;
+  const names = Buffer.from('user.colour\0');
+  assert.equal((await ask(Op.LISTXATTR, d, req(0, ''))).body.readUInt32LE(0), names.length);
+  assert.equal((await ask(Op.LISTXATTR, d, req(names.length - 1, ''))).errno, E.ERANGE);
+  assert.deepEqual((await ask(Op.LISTXATTR, d, req(names.length, ''))).body, names);
 });
 
 test('every write-type request answers EROFS, and an unknown node ESTALE', async () => {

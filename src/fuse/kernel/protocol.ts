@@ -219,8 +219,9 @@ export function writeDirent(
   const size = direntSize(name.length, plus !== undefined);
   let p = at;
   if (plus) {
-    writeEntryOut(b, p, plus.nodeid, plus.nodeid === 0n ? undefined : plus.attr, plus.v);
+    // Node id 0: no entry for the kernel to keep (the dots); the whole entry stays zero.
     if (plus.nodeid === 0n) b.fill(0, p, p + ENTRY_OUT_SIZE);
+    else writeEntryOut(b, p, plus.nodeid, plus.attr, plus.v);
     p += ENTRY_OUT_SIZE;
   }
   b.writeBigUInt64LE(ino, p);

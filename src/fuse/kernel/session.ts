@@ -54,14 +54,9 @@ export class FuseSession {
   private stopped = false;
   private initDone = false;
   private readonly initWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
-  private endResolve: (() => void) | undefined;
   private goneResolve: (() => void) | undefined;
-  /** Settles when reading has stopped (stop() or the connection's end) and no read is pending. */
-  readonly ended: Promise<void>;
   /** Settles only when the kernel ended the connection (unmounted or aborted), not on stop(). */
   readonly gone: Promise<void>;
-  /** Requests answered (for tests and handover). */
-  answered = 0;
   /** Requests read and not answered yet. */
   private inFlight = 0;
   private quiet: (() => void)[] = [];
@@ -73,7 +68,6 @@ export class FuseSession {
     this.observer = opts.observer;
     this.readers = Math.max(1, opts.readers ?? 1);
     this.bufferSize = Math.max(opts.bufferSize ?? 64 * 1024, MIN_READ_BUFFER + 4096);
-    this.ended = new Promise<void>((resolve) => { this.endResolve = resolve; });
     this.gone = new Promise<void>((resolve) => { this.goneResolve = resolve; });
   }
 
@@ -83,18 +77,18 @@ export class FuseSession {
    */
   start(waitForInit: boolean): Promise<void> {
     if (!waitForInit) this.initDone = true;
-    for (let i = 0; i < this.readers; i++) this.readNext();
+    for (let i = 0; i < this.readers; i++) this.readNext(Buffer.allocUnsafeSlow(this.bufferSize));
     if (!waitForInit) return Promise.resolve();
     return new Promise<void>((resolve, reject) => this.initWaiters.push({ resolve, reject }));
   }
 
   /**
    * Stops posting reads. Pending reads cannot be cancelled: each still answers the one request
-   * it receives. `ended` settles when the last of them has returned.
+   * it receives; quiesced() settles when the last of them has returned and been answered.
    */
   stop(): void {
     this.stopped = true;
-    this.maybeEnded();
+    this.maybeQuiet();
   }
 
   /** Settles when stopped, with no read pending and every request read so far answered. */
@@ -108,10 +102,10 @@ export class FuseSession {
     return this.running;
   }
 
-  private readNext(): void {
+  /** Keeps one read pending with this reader's buffer, which is reused for its next read. */
+  private readNext(buf: Buffer): void {
     if (this.stopped) return;
     this.running++;
-    const buf = Buffer.allocUnsafeSlow(this.bufferSize);
     fs.read(this.fd, buf, 0, buf.length, null, (err, n) => {
       this.running--;
       if (err) {
@@ -119,7 +113,7 @@ export class FuseSession {
         // ENOENT: the request was interrupted before we got it; EINTR: try again. (The device
         // is blocking: EAGAIN would mean a wrong descriptor, and retrying it would spin.)
         if (code === 'ENOENT' || code === 'EINTR') {
-          this.readNext();
+          this.readNext(buf);
           return;
         }
         // ENODEV: unmounted or aborted; EBADF: the descriptor was closed under us.
@@ -128,9 +122,11 @@ export class FuseSession {
         this.connectionEnded();
         return;
       }
-      // Keep the next read pending while this request is served.
-      this.readNext();
-      this.dispatch(buf, n);
+      // The request is copied out (it is small: WRITE, the only big one, never comes to a
+      // read-only mount), so the buffer can take the next read while this one is served.
+      const req = Buffer.from(buf.subarray(0, n));
+      this.readNext(buf);
+      this.dispatch(req, n);
     });
   }
 
@@ -147,10 +143,9 @@ export class FuseSession {
     if (!silent) this.inFlight++;
     const finish = (errnoValue: number): void => {
       answered = true;
-      this.answered++;
       this.inFlight--;
       this.observer.op(opName(h.opcode), (performance.now() - started) / 1000, errnoValue);
-      this.maybeEnded();
+      this.maybeQuiet();
     };
     const reply: Reply = {
       ok: (out) => {
@@ -165,7 +160,7 @@ export class FuseSession {
         out.writeUInt32LE(OUT_HEADER_SIZE + bodyLen, 0);
         out.writeInt32LE(0, 4);
         out.writeBigUInt64LE(h.unique, 8);
-        this.writeRaw(h, out.subarray(0, OUT_HEADER_SIZE + bodyLen));
+        this.writeRaw(h, [out.subarray(0, OUT_HEADER_SIZE + bodyLen)]);
       },
       error: (e) => {
         if (answered) return this.doubleAnswer(h);
@@ -174,7 +169,7 @@ export class FuseSession {
       },
     };
     if (h.opcode === Op.INIT) {
-      this.answerInit(h, body, reply);
+      this.answerInit(body, reply);
       return;
     }
     try {
@@ -185,7 +180,7 @@ export class FuseSession {
     }
   }
 
-  private answerInit(h: InHeader, body: Buffer, reply: Reply): void {
+  private answerInit(body: Buffer, reply: Reply): void {
     const offer = readInitIn(body);
     if (offer.major !== 7 || offer.minor < 23) {
       this.log.error({ major: offer.major, minor: offer.minor }, 'kernel FUSE protocol too old (need 7.23 or later)');
@@ -197,31 +192,30 @@ export class FuseSession {
     reply.ok(encodeInitOut(out));
     this.initDone = true;
     for (const w of this.initWaiters.splice(0)) w.resolve();
-    void h;
   }
 
   private rejectInit(err: Error): void {
     for (const w of this.initWaiters.splice(0)) w.reject(err);
   }
 
+  /** Header and body in one writev: the device takes a reply in a single write, without a copy. */
   private write(h: InHeader, errnoValue: number, body: Buffer | undefined): void {
-    const len = OUT_HEADER_SIZE + (errnoValue === 0 && body ? body.length : 0);
-    const out = Buffer.allocUnsafe(len);
-    out.writeUInt32LE(len, 0);
-    out.writeInt32LE(errnoValue === 0 ? 0 : -errnoValue, 4);
-    out.writeBigUInt64LE(h.unique, 8);
-    if (errnoValue === 0 && body) body.copy(out, OUT_HEADER_SIZE);
-    this.writeRaw(h, out);
+    const withBody = errnoValue === 0 && body !== undefined && body.length > 0;
+    const head = Buffer.allocUnsafe(OUT_HEADER_SIZE);
+    head.writeUInt32LE(OUT_HEADER_SIZE + (withBody ? body.length : 0), 0);
+    head.writeInt32LE(errnoValue === 0 ? 0 : -errnoValue, 4);
+    head.writeBigUInt64LE(h.unique, 8);
+    this.writeRaw(h, withBody ? [head, body] : [head]);
   }
 
-  private writeRaw(h: InHeader, out: Buffer): void {
+  private writeRaw(h: InHeader, parts: Buffer[]): void {
     try {
-      fs.writeSync(this.fd, out);
+      fs.writevSync(this.fd, parts);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // ENOENT: the request was interrupted or aborted meanwhile; ENODEV: the mount is gone.
       if (code === 'ENOENT' || code === 'ENODEV' || code === 'EBADF') return;
-      this.log.error({ err, op: opName(h.opcode), len: out.length }, 'writing a FUSE reply failed');
+      this.log.error({ err, op: opName(h.opcode), len: parts.reduce((n, b) => n + b.length, 0) }, 'writing a FUSE reply failed');
     }
   }
 
@@ -236,12 +230,10 @@ export class FuseSession {
       this.handler.ended?.();
     }
     if (!this.initDone) this.rejectInit(new Error('the FUSE connection ended before FUSE_INIT'));
-    this.maybeEnded();
+    this.maybeQuiet();
   }
 
-  private maybeEnded(): void {
-    if (!this.stopped || this.running !== 0) return;
-    this.endResolve?.();
-    if (this.inFlight === 0) for (const q of this.quiet.splice(0)) q();
+  private maybeQuiet(): void {
+    if (this.stopped && this.running === 0 && this.inFlight === 0) for (const q of this.quiet.splice(0)) q();
   }
 }

@@ -8,7 +8,7 @@ import { SnapshotterError, Unavailable, type ErrorKind } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { CacheStats } from '../../cache/index.js';
 import type { MetricsJson } from '../../metrics/index.js';
-import type { LayerMounter, MounterCounters, ReconcileReport, UnmountOutcome } from '../mounts.js';
+import type { CloseReport, LayerMounter, MounterCounters, ReconcileReport, UnmountOutcome } from '../mounts.js';
 import type { Method, Response, ServerState } from './wire.js';
 
 export interface RemoteMounterOptions {
@@ -66,7 +66,7 @@ export class RemoteLayerMounter implements LayerMounter {
   }
 
   /** Disconnects. The server and its mounts stay: that is the point of a separate process. */
-  async close(): Promise<{ unmounted: string[]; lazilyUnmounted: string[]; failed: never[] }> {
+  async close(): Promise<CloseReport> {
     this.closed = true;
     this.conn?.end();
     this.conn = undefined;

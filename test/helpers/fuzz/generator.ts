@@ -9,7 +9,7 @@ import {
   hostileDigest, hostileFieldPath, hostileFilter, hostileKey, hostileLabels, hostileParent, randomHex,
   LAYER_DIGEST_LABEL, TARGET_REF_LABEL,
 } from './hostile.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../rng.js';
 
 /** Digests the store fixture was built with. */
 export interface StoreDigests {

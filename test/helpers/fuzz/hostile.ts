@@ -1,6 +1,6 @@
 // Values an attacker (or a confused client) would put into Snapshots requests. Each list mixes
 // the plainly wrong with the nearly right, because the nearly right is what slips through.
-import type { Rng } from './rng.js';
+import type { Rng } from '../rng.js';
 
 export const LAYER_DIGEST_LABEL = 'containerd.io/snapshot/cri.layer-digest';
 export const TARGET_REF_LABEL = 'containerd.io/snapshot.ref';

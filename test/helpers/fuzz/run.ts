@@ -8,7 +8,7 @@ import { status } from '@grpc/grpc-js';
 import { CaseGenerator, SnapshotModel, show, type FuzzCase, type How, type StoreDigests } from './generator.js';
 import { REMOTE_LABEL, TARGET_REF_LABEL } from './hostile.js';
 import { decodeResponse, METHODS, RawSnapshotsClient, type Answer, type Method } from './raw-client.js';
-import { Rng } from './rng.js';
+import { Rng } from '../rng.js';
 
 export interface FuzzRunOptions {
   socket: string;

@@ -8,7 +8,7 @@ import { SnapshotsClient } from '../../../src/server/client.js';
 import { defaultDaemonConfig, parseJsonLines, startDaemon, type Daemon } from '../daemon.js';
 import { Scope } from '../scope.js';
 import { METHODS } from './raw-client.js';
-import { seedFrom } from './rng.js';
+import { seedFrom } from '../rng.js';
 import { auditRoot, auditSnapshots, listAll, runFuzz, type FuzzReport } from './run.js';
 import { makeWorld, type FuzzWorld } from './world.js';
 

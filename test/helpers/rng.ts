@@ -1,4 +1,5 @@
-// A small seeded PRNG (mulberry32), so a fuzz run is the same sequence of requests for a seed.
+// A small seeded PRNG (mulberry32): a fuzz run, or a crash test's kill points, is the same
+// sequence for a seed, and the seed comes from the environment to replay a run.
 
 export class Rng {
   private state: number;
@@ -59,6 +60,9 @@ export class Rng {
     return s;
   }
 }
+
+/** Replays the crash and load tests' random choices (the fuzzer has CVMFS_FUZZ_SEED). */
+export const STRESS_SEED_ENV = 'CVMFS_STRESS_SEED';
 
 /** The seed from the environment variable, or a fresh one; printed by the caller. */
 export function seedFrom(envVar: string): number {
