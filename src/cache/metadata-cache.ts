@@ -1,7 +1,8 @@
-// A bounded LRU for filesystem metadata. Layers are immutable, so an answer never goes stale:
-// the only reason to drop one is room. Negative answers ("no such file", "no such xattr") are
-// kept as first-class entries because overlayfs asks for absent trusted.overlay.* xattrs and
-// absent names on every lookup, and those questions would otherwise always miss.
+// A bounded LRU for filesystem metadata, bounded in BYTES: a directory listing of 100,000
+// entries and a negative lookup of one name must not count the same. Layers are immutable, so
+// an answer never goes stale: the only reason to drop one is room. Negative answers ("no such
+// file") are first-class entries, because overlayfs and programs searching paths ask for absent
+// names all the time. Every entry's cost is its key plus what the caller says its value costs.
 import { LRUCache } from 'lru-cache';
 
 /** What the cache knows about a key: a value, or a remembered "it is not there" with its reason. */
@@ -28,32 +29,46 @@ export interface CacheStats {
   evictions: number;
   /** Entries held now. */
   size: number;
+  /** Bytes held now (keys and values, as estimated). */
+  bytes: number;
+  maxBytes: number;
+  /** The bound on entries, if any; 0 for none. */
   maxEntries: number;
 }
 
 export interface MetadataCacheOptions {
-  /** Upper bound on the number of entries, positive and negative together. */
-  maxEntries: number;
+  /** Upper bound on the bytes held (keys and values together). */
+  maxBytes: number;
+  /** An extra bound on the number of entries; none by default. */
+  maxEntries?: number;
 }
+
+/** What one entry costs beyond its key and value: the LRU's node and the answer object. */
+const ENTRY_OVERHEAD = 96;
 
 export class MetadataCache<V extends object> {
   private readonly lru: LRUCache<string, CacheAnswer<V>>;
-  // Concurrent misses for one key share a single load, so a burst of kernel requests for the
-  // same path costs one syscall and counts one miss per caller.
-  private readonly inflight = new Map<string, Promise<CacheAnswer<V>>>();
   private hits = 0;
   private negativeHits = 0;
   private misses = 0;
   private evictions = 0;
+  readonly maxBytes: number;
   readonly maxEntries: number;
 
   constructor(opts: MetadataCacheOptions) {
-    if (!Number.isInteger(opts.maxEntries) || opts.maxEntries < 1) {
+    if (!Number.isSafeInteger(opts.maxBytes) || opts.maxBytes < 4096) {
+      throw new RangeError(`cache maxBytes must be an integer of at least 4096, got ${String(opts.maxBytes)}`);
+    }
+    if (opts.maxEntries !== undefined && (!Number.isSafeInteger(opts.maxEntries) || opts.maxEntries < 1)) {
       throw new RangeError(`cache maxEntries must be a positive integer, got ${String(opts.maxEntries)}`);
     }
-    this.maxEntries = opts.maxEntries;
+    this.maxBytes = opts.maxBytes;
+    this.maxEntries = opts.maxEntries ?? 0;
     this.lru = new LRUCache<string, CacheAnswer<V>>({
-      max: opts.maxEntries,
+      maxSize: opts.maxBytes,
+      // A value too big for the whole budget is simply not kept.
+      maxEntrySize: opts.maxBytes,
+      ...(opts.maxEntries ? { max: opts.maxEntries } : {}),
       dispose: (_v, _k, reason) => {
         if (reason === 'evict') this.evictions++;
       },
@@ -81,53 +96,26 @@ export class MetadataCache<V extends object> {
     return this.lru.has(key);
   }
 
-  setValue(key: string, value: V): void {
-    this.lru.set(key, valueAnswer(value));
+  /** Keeps a value whose own cost (beyond its key) is valueBytes. */
+  setValue(key: string, value: V, valueBytes: number): void {
+    this.set(key, valueAnswer(value), valueBytes);
   }
 
   setAbsent(key: string, reason: string): void {
-    this.lru.set(key, absentAnswer(reason));
+    this.set(key, absentAnswer(reason), 0);
   }
 
-  set(key: string, answer: CacheAnswer<V>): void {
-    this.lru.set(key, answer);
-  }
-
-  /**
-   * Answers from the cache, or runs `load` once for all concurrent callers and stores its answer.
-   * A load that throws stores nothing: a transient failure (EIO) must not be remembered.
-   */
-  async resolve(key: string, load: () => Promise<CacheAnswer<V>>): Promise<CacheAnswer<V>> {
-    const cached = this.get(key);
-    if (cached !== undefined) return cached;
-    const pending = this.inflight.get(key);
-    if (pending !== undefined) return pending;
-    const p = load().then(
-      (answer) => {
-        this.inflight.delete(key);
-        this.lru.set(key, answer);
-        return answer;
-      },
-      (err: unknown) => {
-        this.inflight.delete(key);
-        throw err;
-      },
-    );
-    this.inflight.set(key, p);
-    return p;
+  set(key: string, answer: CacheAnswer<V>, valueBytes: number): void {
+    const size = Math.max(1, Math.ceil(key.length + valueBytes + ENTRY_OVERHEAD));
+    if (size > this.maxBytes) {
+      this.lru.delete(key);
+      return;
+    }
+    this.lru.set(key, answer, { size });
   }
 
   delete(key: string): boolean {
     return this.lru.delete(key);
-  }
-
-  /** Drops every entry whose key starts with `prefix`; returns how many went. */
-  deletePrefix(prefix: string): number {
-    let n = 0;
-    for (const k of [...this.lru.keys()]) {
-      if (k.startsWith(prefix) && this.lru.delete(k)) n++;
-    }
-    return n;
   }
 
   clear(): void {
@@ -141,6 +129,8 @@ export class MetadataCache<V extends object> {
       misses: this.misses,
       evictions: this.evictions,
       size: this.lru.size,
+      bytes: this.lru.calculatedSize,
+      maxBytes: this.maxBytes,
       maxEntries: this.maxEntries,
     };
   }

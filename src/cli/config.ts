@@ -20,6 +20,12 @@ export interface Config {
   absoluteMountpoint: string;
   /** Bound of the FUSE layers' shared metadata cache, in entries. */
   metadataCacheEntries: number;
+  /** Bound of the same cache in bytes: what keeps the FUSE server's memory in check. */
+  metadataCacheBytes: number;
+  /** Whether layer files are read through FUSE passthrough where the kernel offers it. */
+  fusePassthrough: boolean;
+  /** A layer-store call not answered in this many seconds is answered EIO to the container. */
+  storeTimeoutSec: number;
   /** Where to serve Prometheus metrics; absent: no metrics endpoint. */
   metrics?: MetricsConfig;
 }
@@ -33,6 +39,8 @@ export interface MetricsConfig {
 }
 
 export const DEFAULT_CACHE_ENTRIES = 200_000;
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_STORE_TIMEOUT_SEC = 180;
 
 export class ConfigError extends Error {}
 
@@ -42,7 +50,7 @@ function expectString(file: string, key: string, v: unknown): string {
   return v;
 }
 
-const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries', '[metrics]'];
+const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries', 'metadata-cache-bytes', 'fuse-passthrough', 'store-timeout', '[metrics]'];
 const KNOWN_METRICS_KEYS = ['address'];
 
 const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
@@ -99,6 +107,9 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
   let repository = DEFAULT_REPOSITORY;
   let absoluteMountpoint: string | undefined;
   let metadataCacheEntries = DEFAULT_CACHE_ENTRIES;
+  let metadataCacheBytes = DEFAULT_CACHE_BYTES;
+  let fusePassthrough = true;
+  let storeTimeoutSec = DEFAULT_STORE_TIMEOUT_SEC;
   let metrics: MetricsConfig | undefined;
   for (const [key, value] of Object.entries(doc)) {
     switch (key) {
@@ -120,6 +131,22 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
         }
         metadataCacheEntries = value;
         break;
+      case 'metadata-cache-bytes':
+        if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1024 * 1024) {
+          throw new ConfigError(`${file}: "metadata-cache-bytes" must be an integer of at least 1048576 (1 MiB), got ${JSON.stringify(value)}`);
+        }
+        metadataCacheBytes = value;
+        break;
+      case 'fuse-passthrough':
+        if (typeof value !== 'boolean') throw new ConfigError(`${file}: "fuse-passthrough" must be true or false, got ${JSON.stringify(value)}`);
+        fusePassthrough = value;
+        break;
+      case 'store-timeout':
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 86400) {
+          throw new ConfigError(`${file}: "store-timeout" must be a whole number of seconds from 1 to 86400, got ${JSON.stringify(value)}`);
+        }
+        storeTimeoutSec = value;
+        break;
       case 'metrics':
         metrics = metricsFromToml(file, value);
         break;
@@ -127,7 +154,9 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
         throw new ConfigError(`${file}: unknown ${isTable(value) ? `table [${key}]` : `key "${key}"`}; known keys are ${KNOWN_KEYS.map((k) => (k.startsWith('[') ? k : `"${k}"`)).join(', ')}`);
     }
   }
-  const config: Config = { repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries };
+  const config: Config = {
+    repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries, metadataCacheBytes, fusePassthrough, storeTimeoutSec,
+  };
   if (metrics) config.metrics = metrics;
   return config;
 }

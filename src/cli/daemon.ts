@@ -7,8 +7,8 @@ import { StoreLayers } from '../snapshotter/store-layers.js';
 import { LayerStore } from '../layers/store.js';
 import { RemoteLayerMounter } from '../fuse/server/client.js';
 import { spawnDetached } from '../sys/exec.js';
-import { BIN_PATH, FUSE_SERVER_THREADS } from './fuse-server.js';
-import { dirname, join } from 'node:path';
+import { BIN_PATH } from './fuse-server.js';
+import { dirname, join, resolve } from 'node:path';
 import { SocketServer } from '../server/server.js';
 import { snapshotsHandlers } from '../server/service.js';
 import {
@@ -114,13 +114,17 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
 
   // Layers are served by a separate long-lived process, so that this one can restart without
   // breaking a running container; it is started here when none answers.
+  const scope = { root, store: resolve(config.absoluteMountpoint) };
   const mounter = new RemoteLayerMounter({
     socket: opts.fuseSocket,
     log: layerLog,
+    scope,
     startServer: () => {
       const pid = spawnDetached(process.execPath, [BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
-        ...(config.metadataCacheEntries ? ['--cache-entries', String(config.metadataCacheEntries)] : [])],
-      { env: { ...process.env, UV_THREADPOOL_SIZE: String(FUSE_SERVER_THREADS) } });
+        '--root', scope.root, '--store', scope.store,
+        '--cache-entries', String(config.metadataCacheEntries), '--cache-bytes', String(config.metadataCacheBytes),
+        '--passthrough', config.fusePassthrough ? 'on' : 'off', '--store-timeout', String(config.storeTimeoutSec)],
+      { env: process.env });
       log.info({ pid, socket: opts.fuseSocket }, 'started a FUSE server');
       return pid;
     },

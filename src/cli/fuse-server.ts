@@ -7,38 +7,54 @@ import { createLogger, isLogLevel, LOG_LEVELS } from '../log.js';
 import { FuseServer, READY_FD, READY_LINE, readHandoverState } from '../fuse/server/server.js';
 import { closeSync, writeSync } from 'node:fs';
 import { RemoteLayerMounter } from '../fuse/server/client.js';
+import { isAbsolute, resolve } from 'node:path';
 import { parseCommand, usageError } from './args.js';
 import { DEFAULT_FUSE_SOCKET } from './config.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_TUNING } from '../fuse/tuning.js';
 import { version } from './main.js';
 
-const USAGE = `Usage: cvmfs-snapshotter fuse-server [--socket SOCK] [--log-level LEVEL] [--cache-entries N]
+const USAGE = `Usage: cvmfs-snapshotter fuse-server [--socket SOCK] [--root DIR --store DIR] [--log-level LEVEL]
+                                     [--cache-bytes N] [--cache-entries N] [--passthrough on|off] [--store-timeout SECONDS]
        cvmfs-snapshotter fuse-server --handover [--socket SOCK]
        cvmfs-snapshotter fuse-server --stop [--socket SOCK]
 
 Serves the layer mounts (FUSE) on behalf of the daemon, which starts it when none runs. It
 outlives the daemon, so restarting the daemon never breaks a running container.
 
-  --socket SOCK       control socket (default ${DEFAULT_FUSE_SOCKET})
-  --log-level LEVEL   ${LOG_LEVELS.join(', ')} (default info)
-  --cache-entries N   metadata cache entries shared by all layers
-  --handover          ask the running server to hand every mount to a new process started
-                      from the code installed now (an upgrade), then exit; nothing is unmounted
-  --stop              ask the running server to unmount every layer (lazily where busy) and exit
+  --socket SOCK          control socket (default ${DEFAULT_FUSE_SOCKET})
+  --root DIR             the daemon's root: layers are mounted only below it
+  --store DIR            the layer store: only its layers are served (both are taken from the
+                         first daemon that connects when not given here)
+  --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)
+  --cache-bytes N        byte budget of the metadata cache shared by all layers (default ${DEFAULT_CACHE_BYTES})
+  --cache-entries N      an extra bound on the cache's entries
+  --passthrough on|off   FUSE passthrough: reads go straight to the store's files (default on,
+                         where the kernel offers it: Linux 6.9 or later)
+  --store-timeout S      a store call not answered in S seconds is answered EIO (default ${DEFAULT_TUNING.storeDeadlineMs / 1000})
+  --handover             ask the running server to hand every mount to a new process started
+                         from the code installed now (an upgrade), then exit; nothing is unmounted
+  --stop                 ask the running server to unmount every layer (lazily where busy) and exit
 `;
 
 export const BIN_PATH = fileURLToPath(new URL('../../../bin/cvmfs-snapshotter', import.meta.url));
-/**
- * libuv pool threads the daemon gives the FUSE server: each mounted layer keeps one read
- * pending on /dev/fuse there (src/fuse/tuning.ts), so 512 serve about 500 layers. They cost
- * stack address space and a few pages each.
- */
-export const FUSE_SERVER_THREADS = 512;
+
+function positiveInt(v: string | undefined, flag: string): number | undefined | string {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) return `${flag} must be a positive integer, got ${v}`;
+  return n;
+}
 
 export async function fuseServerCommand(args: string[]): Promise<number> {
   const p = parseCommand('fuse-server', USAGE, args, {
     socket: { type: 'string' },
+    root: { type: 'string' },
+    store: { type: 'string' },
     'log-level': { type: 'string' },
+    'cache-bytes': { type: 'string' },
     'cache-entries': { type: 'string' },
+    passthrough: { type: 'string' },
+    'store-timeout': { type: 'string' },
     handover: { type: 'boolean' },
     stop: { type: 'boolean' },
     takeover: { type: 'boolean' },
@@ -49,17 +65,17 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
   const socket = v.socket ?? DEFAULT_FUSE_SOCKET;
   const level = v['log-level'] ?? 'info';
   if (!isLogLevel(level)) return usageError('fuse-server', `--log-level ${level}: expected one of ${LOG_LEVELS.join(', ')}`);
-  let cacheEntries: number | undefined;
-  if (v['cache-entries'] !== undefined) {
-    cacheEntries = Number(v['cache-entries']);
-    if (!Number.isSafeInteger(cacheEntries) || cacheEntries < 1) return usageError('fuse-server', `--cache-entries must be a positive integer, got ${v['cache-entries']}`);
+  const cacheBytes = positiveInt(v['cache-bytes'], '--cache-bytes');
+  const cacheEntries = positiveInt(v['cache-entries'], '--cache-entries');
+  const timeout = positiveInt(v['store-timeout'], '--store-timeout');
+  for (const x of [cacheBytes, cacheEntries, timeout]) if (typeof x === 'string') return usageError('fuse-server', x);
+  if (typeof cacheBytes === 'number' && cacheBytes < 1024 * 1024) return usageError('fuse-server', '--cache-bytes must be at least 1048576 (1 MiB)');
+  if (v.passthrough !== undefined && v.passthrough !== 'on' && v.passthrough !== 'off') return usageError('fuse-server', `--passthrough must be on or off, got ${v.passthrough}`);
+  if ((v.root === undefined) !== (v.store === undefined)) return usageError('fuse-server', '--root and --store go together');
+  for (const [flag, dir] of [['--root', v.root], ['--store', v.store]] as const) {
+    if (dir !== undefined && !isAbsolute(dir)) return usageError('fuse-server', `${flag} must be an absolute path, got ${dir}`);
   }
   const log = createLogger(level).child({ component: 'fuse-server' });
-  // The pool is sized when the process first uses it, before any of our code runs; only the
-  // environment the process started with counts.
-  if (!v.handover && !v.stop && process.env.UV_THREADPOOL_SIZE === undefined) {
-    return usageError('fuse-server', `start it with UV_THREADPOOL_SIZE in the environment (the daemon uses ${FUSE_SERVER_THREADS}): each layer holds one libuv pool thread`);
-  }
 
   if (v.handover || v.stop) {
     const client = new RemoteLayerMounter({ socket, log, startServer: () => undefined, startTimeoutMs: 2000 });
@@ -86,12 +102,27 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     log.fatal({ err }, 'uncaught exception in the FUSE server; exiting (its mounts die with it)');
     process.exit(70);
   });
+  const tuning = {
+    ...(v.passthrough ? { passthrough: v.passthrough === 'on' } : {}),
+    ...(typeof timeout === 'number' ? { storeDeadlineMs: timeout * 1000 } : {}),
+  };
   const server = new FuseServer({
-    socket, log, version: version(), cacheEntries,
+    socket, log, version: version(),
+    ...(typeof cacheBytes === 'number' ? { cacheBytes } : {}),
+    ...(typeof cacheEntries === 'number' ? { cacheEntries } : {}),
+    ...(v.root !== undefined && v.store !== undefined ? { scope: { root: resolve(v.root), store: resolve(v.store) } } : {}),
+    tuning,
     successorCommand: [process.execPath, BIN_PATH],
-    successorArgs: ['--log-level', level, ...(cacheEntries ? ['--cache-entries', String(cacheEntries)] : [])],
+    // The successor takes the scope from the handover state.
+    successorArgs: [
+      '--log-level', level,
+      ...(typeof cacheBytes === 'number' ? ['--cache-bytes', String(cacheBytes)] : []),
+      ...(typeof cacheEntries === 'number' ? ['--cache-entries', String(cacheEntries)] : []),
+      ...(v.passthrough ? ['--passthrough', v.passthrough] : []),
+      ...(typeof timeout === 'number' ? ['--store-timeout', String(timeout)] : []),
+    ],
   });
-  if (v.takeover) server.adopt(await readHandoverState(process.stdin));
+  if (v.takeover) await server.adopt(await readHandoverState(process.stdin));
   await server.listen();
   const pidFile = `${socket}.pid`;
   await writeFile(pidFile, `${process.pid}\n`);

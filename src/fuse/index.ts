@@ -1,9 +1,9 @@
 // What the rest of the daemon may use from the FUSE layer.
-export { FuseLayerMounter, DEFAULT_CACHE_ENTRIES } from './mounts.js';
+export { FuseLayerMounter } from './mounts/lifecycle.js';
 export type {
   LayerMounter, FuseLayerMounterOptions, ReconcileReport, CloseReport, MounterCounters, MountFailure, UnmountOutcome,
-} from './mounts.js';
-export { DEFAULT_TUNING, LAYER_FS_SUBTYPE, threadPoolSize } from './tuning.js';
+} from './mounts/lifecycle.js';
+export { DEFAULT_TUNING, DEFAULT_CACHE_BYTES, LAYER_FS_SUBTYPE } from './tuning.js';
 export type { LayerFsTuning } from './tuning.js';
 export { readMountInfo, fuseMountsUnder, parseMountInfo } from './mountinfo.js';
 export type { MountInfo } from './mountinfo.js';

@@ -6,6 +6,11 @@ export interface FuseObserver {
   op(name: string, seconds: number, errno: number): void;
   /** File bytes handed to the kernel by READ. */
   bytesServed(n: number): void;
+  /**
+   * Reads fell back from passthrough to being served: for a whole mount ('kernel': not offered,
+   * 'disabled': turned off) or for one file (the errno name the kernel refused it with).
+   */
+  passthroughFallback(reason: string): void;
 }
 
-export const NO_OBSERVER: FuseObserver = { op: () => undefined, bytesServed: () => undefined };
+export const NO_OBSERVER: FuseObserver = { op: () => undefined, bytesServed: () => undefined, passthroughFallback: () => undefined };

@@ -1,14 +1,31 @@
-// How a layer mount is made and how long the kernel may trust its answers. Layers are
-// immutable, so every timeout is long.
-import type { LayerOpsTuning } from './layer-ops.js';
+// How a layer mount is made and served. Layers are immutable, so every kernel timeout is long.
 
-export interface LayerFsTuning extends LayerOpsTuning {
+export interface LayerFsTuning {
+  entryTimeoutSec: number;
+  attrTimeoutSec: number;
+  negativeTimeoutSec: number;
+  /** Largest READ the kernel may send, in pages. */
+  maxPages: number;
+  /** Asynchronous requests (read-ahead) the kernel may keep in flight. */
+  maxBackground: number;
   /** Let every user (the container's) use the mount; needs root or user_allow_other. */
   allowOther: boolean;
   /** Kernel read-ahead for the mount in KiB (see readahead.ts); 0 leaves the kernel default. */
   readAheadKb: number;
-  /** Reads kept pending on each mount's /dev/fuse; each holds a thread of the pool. */
-  readersPerMount: number;
+  /** Ask the kernel for FUSE passthrough (reads go straight to the store's files). */
+  passthrough: boolean;
+  /** Store calls one layer may have on the pool at once; more wait, so a stalled store holds only these. */
+  storeCallsPerLayer: number;
+  /** A store call not answered in this long is answered EIO (CernVM-FS's own timeouts are minutes). */
+  storeDeadlineMs: number;
+  /** A cold lookup lists the whole directory when it is no bigger than this (st_size, bytes). */
+  listDirBytes: number;
+  /** Entries of subdirectories listed along with a directory, ahead of their own READDIR (0: none). */
+  prefetchEntries: number;
+  /** Store files held open (or registered for passthrough) by the whole process. */
+  openFiles: number;
+  /** Threads of the store pool, before stuck ones are replaced. */
+  poolThreads: number;
 }
 
 export const DEFAULT_TUNING: Readonly<LayerFsTuning> = {
@@ -17,25 +34,19 @@ export const DEFAULT_TUNING: Readonly<LayerFsTuning> = {
   negativeTimeoutSec: 86400,
   maxPages: 256,
   maxBackground: 64,
-  openFiles: 256,
   allowOther: true,
   readAheadKb: 2048,
-  readersPerMount: 1,
+  passthrough: true,
+  storeCallsPerLayer: 4,
+  storeDeadlineMs: 180_000,
+  listDirBytes: 16 * 1024,
+  prefetchEntries: 512,
+  openFiles: 4096,
+  poolThreads: 32,
 };
 
 /** The filesystem type shows as `fuse.<subtype>` in /proc/self/mountinfo. */
 export const LAYER_FS_SUBTYPE = 'cvmfs-layer';
 export const LAYER_FS_NAME = 'cvmfs-snapshotter';
-
-/** Pool threads kept free for the store I/O the requests need. */
-export const RESERVED_THREADS = 4;
-
-/**
- * libuv's pool size, fixed when the process first used the pool: the UV_THREADPOOL_SIZE it was
- * started with (clamped as libuv does), or libuv's default of 4.
- */
-export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
-  const n = Number.parseInt(env.UV_THREADPOOL_SIZE ?? '', 10);
-  if (!Number.isFinite(n) || n <= 0) return 4;
-  return Math.min(n, 1024);
-}
+/** The default byte budget of the metadata cache shared by all layers of a server. */
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;

@@ -1,15 +1,12 @@
-// Kernel-side unmount and liveness probing. Both run as child processes (through src/sys/exec.ts,
-// so tests can count them), never as fs calls from the daemon: a stat on a hung FUSE mount
-// blocks its thread until the server answers, and a blocked libuv pool thread would also stall
-// every layer this daemon serves. A child blocked that way is simply killed at its deadline.
+// Kernel-side unmount and liveness probing. The unmount is umount2(2) made on the native pool
+// (src/sys/mount.ts); the probe runs in a child process (src/sys/exec.ts, so tests can count
+// it): a stat on a hung FUSE mount blocks whoever makes it until the server answers, and a
+// child blocked that way is simply killed at its deadline.
 import fs from 'node:fs';
 import { exec } from '../sys/exec.js';
+import { umount, SyscallError } from '../sys/mount.js';
 
 export type UnmountOutcome = 'unmounted' | 'lazy';
-
-export interface UnmountFailure extends Error {
-  readonly mountpoint: string;
-}
 
 const C_LOCALE = { ...process.env, LC_ALL: 'C' };
 
@@ -17,23 +14,23 @@ const C_LOCALE = { ...process.env, LC_ALL: 'C' };
  * Unmounts the top mount at mp: first normally, and when that fails (busy, most often) lazily,
  * which detaches it now and lets the kernel free it when its last user goes.
  */
-export async function kernelUnmount(mp: string, opts: { lazyOnly?: boolean; timeoutMs?: number } = {}): Promise<UnmountOutcome> {
-  const timeoutMs = opts.timeoutMs ?? 30_000;
-  // --no-canonicalize: mp already is mountinfo's canonical path, and canonicalizing it would
-  // stat through a possibly dead or hung mount.
-  const normal = opts.lazyOnly
-    ? { code: 1, signal: null, stdout: '', stderr: 'in use by an overlay mount' }
-    : await exec('umount', ['--no-canonicalize', mp], { env: C_LOCALE, timeoutMs });
-  if (normal.code === 0) return 'unmounted';
-  const lazy = await exec('umount', ['--no-canonicalize', '--lazy', mp], { env: C_LOCALE, timeoutMs });
-  if (lazy.code === 0) return 'lazy';
-  // fusermount is the helper a non-root daemon would need; try it before giving up.
-  const fm = await exec('fusermount', ['-u', '-z', '--', mp], { env: C_LOCALE, timeoutMs }).catch(() => undefined);
-  if (fm?.code === 0) return 'lazy';
-  const why = [normal, lazy].map((r) => r.stderr.trim() || `exit ${String(r.code ?? r.signal)}`).join('; then lazily: ');
-  const err = new Error(`could not unmount ${mp}: ${why}`) as Error & { mountpoint: string };
-  err.mountpoint = mp;
-  throw err;
+export async function kernelUnmount(mp: string, opts: { lazyOnly?: boolean } = {}): Promise<UnmountOutcome> {
+  let first: unknown = new Error('in use by an overlay mount');
+  if (!opts.lazyOnly) {
+    try {
+      await umount(mp, false);
+      return 'unmounted';
+    } catch (err) {
+      first = err;
+    }
+  }
+  try {
+    await umount(mp, true);
+    return 'lazy';
+  } catch (err) {
+    const why = [first, err].map((e) => (e instanceof SyscallError ? e.code : e instanceof Error ? e.message : String(e))).join('; then lazily: ');
+    throw Object.assign(new Error(`could not unmount ${mp}: ${why}`), { mountpoint: mp });
+  }
 }
 
 export type MountHealth = 'alive' | 'dead' | 'unresponsive' | 'error';

@@ -14,7 +14,9 @@ const CVMFS_MAGIC_XATTRS: ReadonlySet<string> = new Set([
   'user.proxy_url', 'user.ncleanup24',
 ]);
 
-export type XattrFilter = (name: string) => boolean;
+/** The store's invented attributes: never fetched from the store, never shown. */
+export const HIDDEN_XATTRS: readonly string[] = [...CVMFS_MAGIC_XATTRS];
 
-/** True for names that are shown; the default hides cvmfs's magic attributes. */
-export const defaultXattrFilter: XattrFilter = (name) => !CVMFS_MAGIC_XATTRS.has(name);
+export function isHiddenXattr(name: string): boolean {
+  return CVMFS_MAGIC_XATTRS.has(name);
+}

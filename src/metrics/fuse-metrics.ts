@@ -10,6 +10,8 @@ import { errnoLabel, PREFIX } from './names.js';
 export interface MounterStats {
   counters(): MounterCounters;
   cacheStats(): CacheStats;
+  /** The store pool's threads now, and how many of them wait on a store that stopped answering. */
+  pool(): { threads: number; stuck: number };
 }
 
 export interface FuseMetrics {
@@ -106,18 +108,70 @@ export function createFuseMetrics(mounter: MounterStats): FuseMetrics {
   });
   new Gauge({
     name: `${PREFIX}metadata_cache_max_entries`,
-    help: 'The bound of the metadata cache, in entries (metadata-cache-entries in the config).',
+    help: 'The bound of the metadata cache, in entries (metadata-cache-entries in the config; 0: none).',
     registers,
     collect() { this.set(mounter.cacheStats().maxEntries); },
   });
+  new Gauge({
+    name: `${PREFIX}metadata_cache_bytes`,
+    help: 'Bytes held by the metadata cache now (as estimated: keys, values and bookkeeping).',
+    registers,
+    collect() { this.set(mounter.cacheStats().bytes); },
+  });
+  new Gauge({
+    name: `${PREFIX}metadata_cache_max_bytes`,
+    help: 'The bound of the metadata cache, in bytes (metadata-cache-bytes in the config).',
+    registers,
+    collect() { this.set(mounter.cacheStats().maxBytes); },
+  });
+  new Gauge({
+    name: `${PREFIX}layers_passthrough`,
+    help: 'Layer filesystems mounted now whose file reads go straight to the store (FUSE passthrough).',
+    registers,
+    collect() { this.set(mounter.counters().passthrough); },
+  });
+  const fallbacks = new Counter({
+    name: `${PREFIX}fuse_passthrough_fallbacks_total`,
+    help: 'Reads that fell back from passthrough to being served: per mount (reason kernel or disabled) or per file (the errno the kernel refused it with).',
+    labelNames: ['reason'],
+    registers,
+  });
+  new Gauge({
+    name: `${PREFIX}fuse_requests_waiting_for_store`,
+    help: 'FUSE requests waiting for the layer store now.',
+    registers,
+    collect() { this.set(mounter.counters().waitingForStore); },
+  });
+  new Gauge({
+    name: `${PREFIX}fuse_store_threads`,
+    help: 'Threads of the store pool now.',
+    registers,
+    collect() { this.set(mounter.pool().threads); },
+  });
+  new Gauge({
+    name: `${PREFIX}fuse_store_stuck_threads`,
+    help: 'Store pool threads in one store call for more than a second (a stalled store).',
+    registers,
+    collect() { this.set(mounter.pool().stuck); },
+  });
 
+  // Per-request work is an increment on a child found once per operation name.
+  const durations = new Map<string, ReturnType<typeof duration.labels>>();
   const observer: FuseObserver = {
     op(name, seconds, errno) {
-      duration.observe({ op: name }, seconds);
+      let d = durations.get(name);
+      if (!d) {
+        d = duration.labels({ op: name });
+        durations.set(name, d);
+      }
+      d.observe(seconds);
       if (errno !== 0) errors.inc({ op: name, errno: errnoLabel(errno) });
     },
     bytesServed(n) {
       if (n > 0) bytes.inc(n);
+    },
+    passthroughFallback(reason) {
+      fallbacks.inc({ reason: /^[A-Za-z0-9_]{1,24}$/.test(reason) ? reason : 'other' });
     },
   };
   return { registry, observer };

@@ -92,7 +92,7 @@ export interface ChildMount {
 }
 
 export async function mountInChild(layerDir: string, mountpoint: string): Promise<ChildMount> {
-  const mounter = new URL('../../src/fuse/mounts.js', import.meta.url).href;
+  const mounter = new URL('../../src/fuse/mounts/lifecycle.js', import.meta.url).href;
   const logmod = new URL('../../src/log.js', import.meta.url).href;
   const code = `
     import { FuseLayerMounter } from ${JSON.stringify(mounter)};

@@ -25,17 +25,22 @@ const serverPid = async (): Promise<number> => Number.parseInt(await readFile(`$
 
 before(async () => {
   scope = await Scope.create('fuse-server');
-  layer = await scope.mkdir('layer');
-  await mkdir(join(layer, 'd'));
+  // The server serves layers of one store, below one root: the daemon's.
+  const store = await scope.mkdir('store');
+  const root = await scope.mkdir('root');
+  const hex = 'fe'.repeat(32);
+  layer = join(store, '.layers', 'fe', hex, 'layerfs');
+  await mkdir(join(layer, 'd'), { recursive: true });
   await writeFile(join(layer, 'd', 'f'), 'served\n');
-  mnt = join(scope.dir, 'mnt');
+  mnt = join(root, 'snapshots', '1', 'fs');
   socket = join(await scope.mkdir('run'), 'fuse.sock');
   client = new RemoteLayerMounter({
     socket,
     log: silentLogger(),
+    scope: { root, store },
     startServer: () => {
       const c = spawn(process.execPath, [daemonBin, 'fuse-server', '--socket', socket, '--log-level', 'warn'],
-        { stdio: 'ignore', detached: true, env: { ...process.env, UV_THREADPOOL_SIZE: '32' } });
+        { stdio: 'ignore', detached: true });
       c.unref();
     },
   });

@@ -93,10 +93,17 @@ test('a scrape after gRPC calls, a remote layer mounted and read', async () => {
   assert.ok(value(s, 'cvmfs_snapshotter_metadata_cache_entries') >= 1);
 
   // The FUSE server answered the kernel: lookups of etc, hello.txt and the missing name (a
-  // negative entry is an answer, not an error), and a READ of the file's 21 bytes.
+  // negative entry is an answer, not an error), then the file: with passthrough an OPEN whose
+  // reads go straight to the store, without it a READ of the file's 21 bytes.
   assert.ok(value(s, 'cvmfs_snapshotter_fuse_request_duration_seconds_count{op="lookup"}') >= 3, 'lookups counted');
-  assert.ok(value(s, 'cvmfs_snapshotter_fuse_request_duration_seconds_count{op="read"}') >= 1, 'reads counted');
-  assert.ok(value(s, 'cvmfs_snapshotter_fuse_read_bytes_total') >= 21, 'the bytes of hello.txt were served');
+  if (value(s, 'cvmfs_snapshotter_layers_passthrough') === 1) {
+    assert.ok(value(s, 'cvmfs_snapshotter_fuse_request_duration_seconds_count{op="open"}') >= 1, 'the open counted');
+    assert.equal(value(s, 'cvmfs_snapshotter_fuse_read_bytes_total'), 0, 'no byte read through the server');
+  } else {
+    assert.ok(value(s, 'cvmfs_snapshotter_fuse_request_duration_seconds_count{op="read"}') >= 1, 'reads counted');
+    assert.ok(value(s, 'cvmfs_snapshotter_fuse_read_bytes_total') >= 21, 'the bytes of hello.txt were served');
+    assert.ok(value(s, 'cvmfs_snapshotter_fuse_passthrough_fallbacks_total{reason="kernel"}') >= 1, 'the fallback is counted');
+  }
   for (const family of ['fuse_request_duration_seconds', 'fuse_request_errors_total', 'fuse_read_bytes_total']) {
     assert.match(text, new RegExp(`^# HELP cvmfs_snapshotter_${family} \\S`, 'm'), `${family} has a HELP line`);
     assert.match(text, new RegExp(`^# TYPE cvmfs_snapshotter_${family} (histogram|counter)$`, 'm'));

@@ -5,9 +5,9 @@ import { MetadataCache, absentAnswer, valueAnswer } from '../../src/cache/index.
 interface V { n: number }
 
 test('a miss, then a hit: both counted', () => {
-  const c = new MetadataCache<V>({ maxEntries: 10 });
+  const c = new MetadataCache<V>({ maxBytes: 1 << 20 });
   assert.equal(c.get('a'), undefined);
-  c.setValue('a', { n: 1 });
+  c.setValue('a', { n: 1 }, 8);
   assert.deepEqual(c.get('a'), valueAnswer({ n: 1 }));
   const s = c.stats();
   assert.equal(s.hits, 1);
@@ -17,78 +17,64 @@ test('a miss, then a hit: both counted', () => {
 });
 
 test('a negative answer is held apart from a value and keeps its reason', () => {
-  const c = new MetadataCache<V>({ maxEntries: 10 });
+  const c = new MetadataCache<V>({ maxBytes: 1 << 20 });
   c.setAbsent('x', 'ENODATA');
   const a = c.get('x');
   assert.deepEqual(a, absentAnswer('ENODATA'));
-  assert.equal(a?.kind, 'absent');
   assert.equal(c.stats().negativeHits, 1);
   assert.equal(c.stats().hits, 1);
 });
 
-test('the bound holds: the least recently used entry goes first and is counted as an eviction', () => {
-  const c = new MetadataCache<V>({ maxEntries: 2 });
-  c.setValue('a', { n: 1 });
-  c.setValue('b', { n: 2 });
-  c.get('a'); // a is now more recent than b
-  c.setAbsent('c', 'ENOENT');
-  assert.equal(c.peek('b'), undefined);
-  assert.notEqual(c.peek('a'), undefined);
-  assert.notEqual(c.peek('c'), undefined);
-  assert.equal(c.stats().size, 2);
-  assert.equal(c.stats().evictions, 1);
+test('the bound is in bytes: one big value pushes out many small ones, least recently used first', () => {
+  const c = new MetadataCache<V>({ maxBytes: 16 * 1024 });
+  for (let i = 0; i < 40; i++) c.setValue(`k${i}`, { n: i }, 100);
+  assert.equal(c.stats().size, 40, '40 small entries fit');
+  c.get('k0'); // k0 is now the most recently used
+  c.setValue('big', { n: -1 }, 10 * 1024);
+  const s = c.stats();
+  assert.ok(s.bytes <= s.maxBytes, `${s.bytes} bytes held, bound ${s.maxBytes}`);
+  assert.ok(s.evictions > 0);
+  assert.notEqual(c.peek('big'), undefined);
+  assert.notEqual(c.peek('k0'), undefined, 'the recently used entry stayed');
+  assert.equal(c.peek('k1'), undefined, 'the oldest went first');
+});
+
+test('keys count: long keys fill the budget as surely as long values', () => {
+  const c = new MetadataCache<V>({ maxBytes: 64 * 1024 });
+  const deep = 'd/'.repeat(1000);
+  for (let i = 0; i < 1000; i++) c.setAbsent(`${deep}${i}`, 'ENOENT');
+  const s = c.stats();
+  assert.ok(s.bytes <= s.maxBytes);
+  assert.ok(s.size < 40, `${s.size} entries of 2 KB keys in 64 KB`);
+});
+
+test('a value bigger than the whole budget is not kept, and does not empty the cache', () => {
+  const c = new MetadataCache<V>({ maxBytes: 8 * 1024 });
+  c.setValue('small', { n: 1 }, 10);
+  c.setValue('huge', { n: 2 }, 1 << 20);
+  assert.equal(c.peek('huge'), undefined);
+  assert.notEqual(c.peek('small'), undefined);
+});
+
+test('an extra bound on entries holds too', () => {
+  const c = new MetadataCache<V>({ maxBytes: 1 << 20, maxEntries: 3 });
+  for (let i = 0; i < 10; i++) c.setAbsent(`n${i}`, 'ENOENT');
+  assert.equal(c.stats().size, 3);
+  assert.equal(c.stats().maxEntries, 3);
 });
 
 test('peek neither counts nor refreshes', () => {
-  const c = new MetadataCache<V>({ maxEntries: 2 });
-  c.setValue('a', { n: 1 });
-  c.setValue('b', { n: 2 });
+  const c = new MetadataCache<V>({ maxBytes: 4096, maxEntries: 2 });
+  c.setValue('a', { n: 1 }, 1);
+  c.setValue('b', { n: 2 }, 1);
   c.peek('a');
-  c.setValue('c', { n: 3 });
+  c.setValue('c', { n: 3 }, 1);
   assert.equal(c.peek('a'), undefined, 'a was the oldest despite the peek');
   assert.equal(c.stats().hits + c.stats().misses, 0);
 });
 
-test('resolve loads once for concurrent callers and remembers the answer, negative ones too', async () => {
-  const c = new MetadataCache<V>({ maxEntries: 10 });
-  let loads = 0;
-  const load = async () => {
-    loads++;
-    await new Promise((r) => setTimeout(r, 5));
-    return absentAnswer<V>('ENOENT');
-  };
-  const answers = await Promise.all([c.resolve('k', load), c.resolve('k', load), c.resolve('k', load)]);
-  assert.equal(loads, 1);
-  for (const a of answers) assert.deepEqual(a, absentAnswer('ENOENT'));
-  assert.deepEqual(await c.resolve('k', load), absentAnswer('ENOENT'));
-  assert.equal(loads, 1);
-  assert.equal(c.stats().misses, 3);
-  assert.equal(c.stats().hits, 1);
-});
-
-test('a load that throws is not remembered: a transient EIO is asked again', async () => {
-  const c = new MetadataCache<V>({ maxEntries: 10 });
-  let calls = 0;
-  const flaky = async () => {
-    calls++;
-    if (calls === 1) throw Object.assign(new Error('io'), { code: 'EIO' });
-    return valueAnswer<V>({ n: 7 });
-  };
-  await assert.rejects(c.resolve('k', flaky), /io/);
-  assert.deepEqual(await c.resolve('k', flaky), valueAnswer({ n: 7 }));
-  assert.equal(calls, 2);
-});
-
-test('deletePrefix drops one namespace and leaves the others', () => {
-  const c = new MetadataCache<V>({ maxEntries: 10 });
-  c.setValue('1\0s:/a', { n: 1 });
-  c.setValue('1\0s:/b', { n: 1 });
-  c.setValue('12\0s:/a', { n: 1 });
-  assert.equal(c.deletePrefix('1\0'), 2);
-  assert.equal(c.stats().size, 1);
-});
-
-test('the bound must be a positive integer', () => {
-  assert.throws(() => new MetadataCache<V>({ maxEntries: 0 }), RangeError);
-  assert.throws(() => new MetadataCache<V>({ maxEntries: 1.5 }), RangeError);
+test('the bounds must be sane', () => {
+  assert.throws(() => new MetadataCache<V>({ maxBytes: 0 }), RangeError);
+  assert.throws(() => new MetadataCache<V>({ maxBytes: 1.5e6 + 0.5 }), RangeError);
+  assert.throws(() => new MetadataCache<V>({ maxBytes: 1 << 20, maxEntries: 0 }), RangeError);
 });

@@ -27,9 +27,9 @@ test('errnos are labelled by name, whatever their sign', () => {
 });
 
 test('the FUSE observer and the mounter counters show up in the FUSE registry', async () => {
-  const counters: MounterCounters = { mounts: 3, unmounts: 1, lazyUnmounts: 1, staleCleared: 0, failedUnmounts: 0, active: 1 };
-  const cache: CacheStats = { hits: 10, negativeHits: 2, misses: 4, evictions: 0, size: 14, maxEntries: 100 };
-  const m = createFuseMetrics({ counters: () => counters, cacheStats: () => cache });
+  const counters: MounterCounters = { mounts: 3, unmounts: 1, lazyUnmounts: 1, staleCleared: 0, failedUnmounts: 0, active: 1, passthrough: 1, waitingForStore: 0 };
+  const cache: CacheStats = { hits: 10, negativeHits: 2, misses: 4, evictions: 0, size: 14, bytes: 2000, maxBytes: 65536, maxEntries: 100 };
+  const m = createFuseMetrics({ counters: () => counters, cacheStats: () => cache, pool: () => ({ threads: 2, stuck: 0 }) });
   m.observer.op('lookup', 0.00002, 0);
   m.observer.op('lookup', 0.00003, -2);
   m.observer.op('read', 0.0004, 0);

@@ -8,8 +8,8 @@ import { SnapshotterError, Unavailable, type ErrorKind } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { CacheStats } from '../../cache/index.js';
 import type { MetricsJson } from '../../metrics/index.js';
-import type { CloseReport, LayerMounter, MounterCounters, ReconcileReport, UnmountOutcome } from '../mounts.js';
-import type { Method, Response, ServerState } from './wire.js';
+import type { CloseReport, LayerMounter, MounterCounters, ReconcileReport, UnmountOutcome } from '../mounts/lifecycle.js';
+import type { Method, Response, ServerScope, ServerState } from './wire.js';
 
 export interface RemoteMounterOptions {
   socket: string;
@@ -18,6 +18,8 @@ export interface RemoteMounterOptions {
   startServer: () => number | undefined | void;
   /** How long to wait for a started server's socket. */
   startTimeoutMs?: number;
+  /** The daemon's root and store: the server takes mounts only there (sent with every hello). */
+  scope?: ServerScope;
 }
 
 const KINDS: readonly ErrorKind[] = ['NotFound', 'AlreadyExists', 'FailedPrecondition', 'InvalidArgument', 'Unavailable', 'ResourceExhausted', 'Unimplemented', 'Internal'];
@@ -41,7 +43,12 @@ export class RemoteLayerMounter implements LayerMounter {
   }
 
   async connect(): Promise<void> {
-    await this.call('hello', {});
+    await this.call('hello', this.o.scope ? { scope: this.o.scope } : {});
+  }
+
+  /** How the server reads files (known once it serves a layer). */
+  get reads(): 'passthrough' | 'served' | undefined {
+    return this.last?.reads;
   }
 
   async mount(layerDir: string, mountpoint: string, log?: Logger): Promise<void> {
@@ -74,11 +81,11 @@ export class RemoteLayerMounter implements LayerMounter {
   }
 
   counters(): MounterCounters {
-    return this.last?.counters ?? { mounts: 0, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 0 };
+    return this.last?.counters ?? { mounts: 0, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 0, passthrough: 0, waitingForStore: 0 };
   }
 
   cacheStats(): CacheStats {
-    return this.last?.cache ?? { hits: 0, negativeHits: 0, misses: 0, evictions: 0, size: 0, maxEntries: 0 };
+    return this.last?.cache ?? { hits: 0, negativeHits: 0, misses: 0, evictions: 0, size: 0, bytes: 0, maxBytes: 0, maxEntries: 0 };
   }
 
   async metrics(): Promise<MetricsJson> {
@@ -98,11 +105,18 @@ export class RemoteLayerMounter implements LayerMounter {
   private async call(method: Method, params: Record<string, unknown>): Promise<unknown> {
     if (this.closed && method !== 'shutdown') throw new Unavailable('the FUSE server client is closed');
     const c = await this.connection();
+    return this.sendRaw(c, method, params);
+  }
+
+  private sendRaw(c: net.Socket, method: Method, params: Record<string, unknown>): Promise<unknown> {
     const id = this.nextId++;
-    return new Promise<unknown>((resolve, reject) => {
+    const p = new Promise<unknown>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       c.write(`${JSON.stringify({ id, method, params })}\n`);
     });
+    // A hello sent on connect is checked by the next call's answer; its own failure is logged.
+    if (method === 'hello') p.catch((err: unknown) => this.o.log.error({ err }, 'the FUSE server refused this daemon\'s scope'));
+    return p;
   }
 
   private connection(): Promise<net.Socket> {
@@ -120,6 +134,8 @@ export class RemoteLayerMounter implements LayerMounter {
       try {
         const c = await dial(this.o.socket);
         this.attach(c);
+        // A server that took over from another, or was started by hand, learns its scope from us.
+        if (this.o.scope) this.sendRaw(c, 'hello', { scope: this.o.scope });
         return c;
       } catch (err) {
         if (Date.now() > deadline) throw new Unavailable(`no FUSE server answers on ${this.o.socket}: ${(err as Error).message}`, err);

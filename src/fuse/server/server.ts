@@ -11,16 +11,23 @@ import type { Logger } from '../../log.js';
 import { createFuseMetrics } from '../../metrics/index.js';
 import { prepareSocketPath } from '../../server/socket.js';
 import { spawnSuccessor } from '../../sys/exec.js';
-import { FuseLayerMounter, type HandedMount } from '../mounts.js';
+import { poolStats } from '../../sys/native.js';
+import { FuseLayerMounter, type HandedMount } from '../mounts/lifecycle.js';
+import type { LayerFsTuning } from '../tuning.js';
 import {
-  absolutePath, optionalString, parseRequest, pathList, type Request, type Response, type ServerState,
+  BadRequest, LineSplitter, MAX_LINE_BYTES, absolutePath, checkLayerDir, isBelow, optionalString, parseRequest, pathList, scopeParam,
+  type Request, type Response, type ServerScope, type ServerState,
 } from './wire.js';
 
 export interface FuseServerOptions {
   socket: string;
   log: Logger;
   version: string;
+  cacheBytes?: number;
   cacheEntries?: number;
+  /** Set at start (--root, --store), or by the first daemon that says hello. */
+  scope?: ServerScope;
+  tuning?: Partial<LayerFsTuning>;
   /** The command that starts a successor: argv[0..] before `fuse-server`. */
   successorCommand: readonly string[];
   /** Extra arguments the successor gets (log level, cache size). */
@@ -30,6 +37,7 @@ export interface FuseServerOptions {
 /** The JSON a predecessor writes to a successor's stdin; fds are the successor's numbers. */
 export interface HandoverState {
   mounts: HandedMount[];
+  scope?: ServerScope;
 }
 
 /** The line a successor writes on its fd 3 once it serves everything and listens. */
@@ -45,6 +53,7 @@ export class FuseServer {
   private server: net.Server | undefined;
   private readonly conns = new Set<net.Socket>();
   private exiting = false;
+  private scope: ServerScope | undefined;
   /** A successor serves the mounts now. */
   handedOver = false;
   /** Resolves with the exit code when the server is done. */
@@ -59,13 +68,25 @@ export class FuseServer {
     this.metrics = createFuseMetrics({
       counters: () => (mounter as FuseLayerMounter).counters(),
       cacheStats: () => (mounter as FuseLayerMounter).cacheStats(),
+      pool: () => poolStats(),
     });
-    mounter = new FuseLayerMounter({ log: o.log, cacheEntries: o.cacheEntries, observer: this.metrics.observer });
+    mounter = new FuseLayerMounter({
+      log: o.log, cacheBytes: o.cacheBytes, cacheEntries: o.cacheEntries, observer: this.metrics.observer, store: o.scope?.store,
+      ...(o.tuning ? { tuning: o.tuning } : {}),
+    });
     this.mounter = mounter;
+    this.scope = o.scope;
   }
 
-  adopt(state: HandoverState): void {
-    for (const m of state.mounts) this.mounter.adopt(m);
+  async adopt(state: HandoverState): Promise<void> {
+    if (state.scope && !this.scope) this.setScope(state.scope);
+    for (const m of state.mounts) await this.mounter.adopt(m);
+  }
+
+  private setScope(scope: ServerScope): void {
+    this.scope = scope;
+    this.mounter.setStore(scope.store);
+    this.log.info({ root: scope.root, store: scope.store }, 'FUSE server scope: mountpoints below the root, layers of the store');
   }
 
   async listen(): Promise<void> {
@@ -97,30 +118,61 @@ export class FuseServer {
   }
 
   private state(): ServerState {
+    const counters = this.mounter.counters();
     return {
       pid: process.pid, version: this.o.version, mounts: this.mounter.mountpoints(),
-      counters: this.mounter.counters(), cache: this.mounter.cacheStats(),
+      counters, cache: this.mounter.cacheStats(),
+      ...(this.scope ? { scope: this.scope } : {}),
+      ...(counters.active > 0 ? { reads: counters.passthrough === counters.active ? 'passthrough' as const : 'served' as const } : {}),
     };
   }
 
   private connection(c: net.Socket): void {
     this.conns.add(c);
+    c.setEncoding('utf8');
     c.on('close', () => this.conns.delete(c));
     c.on('error', (err) => this.log.debug({ err }, 'control connection error'));
-    const lines = readline.createInterface({ input: c, crlfDelay: Infinity });
-    lines.on('line', (line) => {
-      let req: Request;
+    const splitter = new LineSplitter(MAX_LINE_BYTES);
+    c.on('data', (chunk: string) => {
+      let lines: string[];
       try {
-        req = parseRequest(line);
+        lines = splitter.push(chunk);
       } catch (err) {
-        this.send(c, { id: -1, error: { kind: 'InvalidArgument', message: `bad control request: ${(err as Error).message}` } });
+        this.log.warn({ err: (err as Error).message }, 'control connection sent an over-long line; closing it');
+        this.send(c, { id: -1, error: { kind: 'InvalidArgument', message: (err as Error).message } });
+        c.end();
+        c.destroy();
         return;
       }
-      this.answer(req).then((result) => this.send(c, { id: req.id, result: result ?? null, state: this.state() }), (err: unknown) => {
-        const kind = err instanceof SnapshotterError ? err.kind : 'Internal';
-        this.send(c, { id: req.id, error: { kind, message: err instanceof Error ? err.message : String(err) }, state: this.state() });
-      });
+      for (const line of lines) this.request(c, line);
     });
+  }
+
+  private request(c: net.Socket, line: string): void {
+    let req: Request;
+    try {
+      req = parseRequest(line);
+    } catch (err) {
+      this.send(c, { id: -1, error: { kind: 'InvalidArgument', message: `bad control request: ${(err as Error).message}` } });
+      return;
+    }
+    this.answer(req).then((result) => this.send(c, { id: req.id, result: result ?? null, state: this.state() }), (err: unknown) => {
+      const kind = err instanceof BadRequest ? 'InvalidArgument' : err instanceof SnapshotterError ? err.kind : 'Internal';
+      this.send(c, { id: req.id, error: { kind, message: err instanceof Error ? err.message : String(err) }, state: this.state() });
+    });
+  }
+
+  /** The scope a request must stay in; a server nobody has configured takes no mount. */
+  private needScope(): ServerScope {
+    if (!this.scope) throw new SnapshotterError('FailedPrecondition', 'this FUSE server has no scope yet (start it with --root and --store, or say hello with a scope first)');
+    return this.scope;
+  }
+
+  private mountpointParam(p: Record<string, unknown>, key: string): string {
+    const scope = this.needScope();
+    const mp = absolutePath(p, key);
+    if (!isBelow(mp, scope.root)) throw new BadRequest(`${key} ${JSON.stringify(mp.slice(0, 300))} is not below the daemon's root ${scope.root}`);
+    return mp;
   }
 
   private send(c: net.Socket, r: Response): void {
@@ -130,18 +182,33 @@ export class FuseServer {
   private async answer(req: Request): Promise<unknown> {
     const p = req.params;
     switch (req.method) {
-      case 'hello':
+      case 'hello': {
+        const scope = scopeParam(p);
+        if (scope && !this.scope) this.setScope(scope);
+        else if (scope && this.scope && (scope.root !== this.scope.root || scope.store !== this.scope.store)) {
+          throw new SnapshotterError('FailedPrecondition', `this FUSE server serves layers of ${this.scope.store} below ${this.scope.root}, `
+            + `not of ${scope.store} below ${scope.root}: stop it (fuse-server --stop) or give this daemon its own --fuse-socket`);
+        }
         return null;
+      }
       case 'mount': {
-        const digest = optionalString(p, 'digest');
-        const mp = absolutePath(p, 'mountpoint');
-        await this.mounter.mount(absolutePath(p, 'layerDir'), mp, digest ? this.log.child({ digest }) : undefined);
+        const scope = this.needScope();
+        const mp = this.mountpointParam(p, 'mountpoint');
+        const layerDir = absolutePath(p, 'layerDir');
+        const digest = checkLayerDir(layerDir, scope.store, optionalString(p, 'digest'));
+        await this.mounter.mount(layerDir, mp, this.log.child({ digest }));
         return null;
       }
       case 'unmount':
-        return this.mounter.unmount(absolutePath(p, 'mountpoint'));
-      case 'reconcile':
-        return this.mounter.reconcile(absolutePath(p, 'prefix'), new Set(pathList(p, 'keep')));
+        return this.mounter.unmount(this.mountpointParam(p, 'mountpoint'));
+      case 'reconcile': {
+        const scope = this.needScope();
+        const prefix = absolutePath(p, 'prefix');
+        if (prefix !== scope.root && !isBelow(prefix, scope.root)) throw new BadRequest(`prefix ${JSON.stringify(prefix.slice(0, 300))} is not the daemon's root ${scope.root} or below it`);
+        const keep = pathList(p, 'keep');
+        for (const k of keep) if (!isBelow(k, scope.root)) throw new BadRequest(`keep names ${JSON.stringify(k.slice(0, 300))}, which is not below ${scope.root}`);
+        return this.mounter.reconcile(prefix, new Set(keep));
+      }
       case 'metrics':
         return this.metrics.registry.getMetricsAsJSON();
       case 'handover':
@@ -163,7 +230,7 @@ export class FuseServer {
     const handed = await this.mounter.drainForHandover();
     const fds = handed.map((m) => m.fd);
     // The successor's fd 3 carries its ready line; the /dev/fuse descriptors follow from fd 4.
-    const state: HandoverState = { mounts: handed.map((m, i) => ({ ...m, fd: FIRST_FUSE_FD + i })) };
+    const state: HandoverState = { mounts: handed.map((m, i) => ({ ...m, fd: FIRST_FUSE_FD + i })), ...(this.scope ? { scope: this.scope } : {}) };
     const [cmd, ...pre] = this.o.successorCommand;
     this.log.info({ mounts: handed.length }, 'handing every layer mount to a new FUSE server process');
     const child = spawnSuccessor(cmd as string, [...pre, 'fuse-server', '--socket', this.o.socket, '--takeover', ...this.o.successorArgs], fds, process.env);
@@ -179,7 +246,7 @@ export class FuseServer {
     } catch (err) {
       this.log.error({ err }, 'handover failed; this process serves its mounts again');
       child.kill('SIGKILL');
-      for (const m of handed) this.mounter.adopt(m);
+      for (const m of handed) await this.mounter.adopt(m).catch((e: unknown) => this.log.error({ err: e, mountpoint: m.mountpoint }, 'could not serve a mount again after a failed handover'));
       this.exiting = false;
       await this.listen();
       throw new SnapshotterError('Internal', `handover failed: ${(err as Error).message}`);
@@ -208,6 +275,7 @@ export async function readHandoverState(input: NodeJS.ReadableStream): Promise<H
   for await (const c of input) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(String(c)));
   const v = JSON.parse(Buffer.concat(chunks).toString()) as HandoverState;
   if (!Array.isArray(v.mounts)) throw new Error('handover state has no mounts list');
+  if (v.scope !== undefined) v.scope = scopeParam({ scope: v.scope });
   for (const m of v.mounts) {
     if (typeof m.mountpoint !== 'string' || typeof m.layerDir !== 'string' || !Number.isInteger(m.fd) || typeof m.nodes !== 'object') {
       throw new Error('handover state holds a malformed mount');

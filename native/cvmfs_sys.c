@@ -1,0 +1,1328 @@
+// cvmfs_sys: what the layer server needs from the kernel and Node cannot reach, kept small.
+//
+//  - FUSE channels: each /dev/fuse descriptor is watched by the event loop's own epoll (uv_poll),
+//    read without blocking when it has requests, and handed to JavaScript on the same thread, so
+//    a request is decoded and answered on the thread that read it, with no thread per mount.
+//  - Store calls that may block (a CernVM-FS repository may stall) run on a small pool of our
+//    own threads, never on libuv's: each job is one whole answer's worth of system calls (a
+//    directory listed with every entry's attributes and xattrs, one lookup, one open), resolved
+//    beneath the layer's root descriptor with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), so
+//    no path string from the kernel or the store can lead outside the layer.
+//  - FUSE passthrough (FUSE_DEV_IOC_BACKING_OPEN/CLOSE), mount(2) and umount2(2).
+//
+// Nothing here knows about layers, whiteouts or caches: that logic stays in TypeScript.
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <uv.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#ifndef SYS_getxattrat
+#define SYS_getxattrat 464
+#endif
+#ifndef SYS_listxattrat
+#define SYS_listxattrat 465
+#endif
+
+// <linux/fuse.h> of this distribution predates passthrough (7.40).
+struct backing_map {
+  int32_t fd;
+  uint32_t flags;
+  uint64_t padding;
+};
+#define DEV_IOC_MAGIC 229
+#define DEV_IOC_BACKING_OPEN _IOW(DEV_IOC_MAGIC, 1, struct backing_map)
+#define DEV_IOC_BACKING_CLOSE _IOW(DEV_IOC_MAGIC, 2, uint32_t)
+
+struct xattr_args_k {
+  uint64_t value;
+  uint32_t size;
+  uint32_t flags;
+};
+
+#define CHECK(call)                                                           \
+  do {                                                                        \
+    if ((call) != napi_ok) {                                                  \
+      napi_throw_error(env, NULL, "cvmfs_sys: N-API call failed: " #call);    \
+      return NULL;                                                            \
+    }                                                                         \
+  } while (0)
+
+// ---- growable output buffer ----------------------------------------------------------------
+
+typedef struct {
+  uint8_t *p;
+  size_t len, cap;
+  int oom;
+} obuf_t;
+
+static uint8_t *ob_reserve(obuf_t *b, size_t n) {
+  if (b->oom) return NULL;
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n) cap *= 2;
+    uint8_t *np = realloc(b->p, cap);
+    if (!np) {
+      b->oom = 1;
+      return NULL;
+    }
+    b->p = np;
+    b->cap = cap;
+  }
+  uint8_t *at = b->p + b->len;
+  b->len += n;
+  return at;
+}
+
+static void put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+// ---- path resolution beneath a directory descriptor -----------------------------------------
+
+static int have_openat2 = -1;
+
+// Opens path (relative, "" meaning the directory itself) beneath dirfd without following any
+// symlink, magic link or "..". Where openat2 is missing, walks one component at a time with
+// O_NOFOLLOW. Returns a descriptor or -errno.
+static int open_beneath(int dirfd, const char *path, int flags, uint64_t extra_resolve) {
+  const char *p = (path && *path) ? path : ".";
+  if (have_openat2 != 0) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | extra_resolve;
+    long fd = syscall(SYS_openat2, dirfd, p, &how, sizeof how);
+    if (fd >= 0) {
+      have_openat2 = 1;
+      return (int)fd;
+    }
+    if (errno != ENOSYS) return -errno;
+    have_openat2 = 0;
+  }
+  // Fallback: component by component.
+  char buf[PATH_MAX];
+  size_t n = strlen(p);
+  if (n >= sizeof buf) return -ENAMETOOLONG;
+  memcpy(buf, p, n + 1);
+  int cur = dirfd;
+  int owned = 0;
+  char *save = NULL;
+  char *comp = strtok_r(buf, "/", &save);
+  if (!comp) return -EINVAL;
+  for (;;) {
+    char *next = strtok_r(NULL, "/", &save);
+    if (strcmp(comp, "..") == 0) {
+      if (owned) close(cur);
+      return -EXDEV;
+    }
+    int fl = next ? (O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : (flags | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(cur, comp, fl);
+    int e = errno;
+    if (owned) close(cur);
+    if (fd < 0) return -e;
+    if (!next) return fd;
+    cur = fd;
+    owned = 1;
+    comp = next;
+  }
+}
+
+// ---- attributes and xattrs ------------------------------------------------------------------
+
+#define ATTR_SIZE 88
+
+static uint32_t encode_dev(uint32_t major, uint32_t minor) {
+  return (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xffu) << 12);
+}
+
+static void put_attr(uint8_t *a, const struct statx *s) {
+  memset(a, 0, ATTR_SIZE);
+  put_u64(a + 0, s->stx_ino);
+  put_u64(a + 8, s->stx_size);
+  put_u64(a + 16, s->stx_blocks);
+  put_u64(a + 24, (uint64_t)s->stx_atime.tv_sec);
+  put_u64(a + 32, (uint64_t)s->stx_mtime.tv_sec);
+  put_u64(a + 40, (uint64_t)s->stx_ctime.tv_sec);
+  put_u32(a + 48, s->stx_atime.tv_nsec);
+  put_u32(a + 52, s->stx_mtime.tv_nsec);
+  put_u32(a + 56, s->stx_ctime.tv_nsec);
+  put_u32(a + 60, s->stx_mode);
+  put_u32(a + 64, s->stx_nlink);
+  put_u32(a + 68, s->stx_uid);
+  put_u32(a + 72, s->stx_gid);
+  put_u32(a + 76, encode_dev(s->stx_rdev_major, s->stx_rdev_minor));
+  put_u32(a + 80, s->stx_blksize);
+}
+
+static int stat_at(int dirfd, const char *name, struct statx *s) {
+  int fl = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | ((name && *name) ? 0 : AT_EMPTY_PATH);
+  if (statx(dirfd, (name && *name) ? name : "", fl, STATX_BASIC_STATS, s) != 0) return -errno;
+  return 0;
+}
+
+static int have_xattrat = -1;
+
+static ssize_t x_list_proc(int dirfd, const char *name, char *list, size_t size) {
+  int fd = (name && *name) ? openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC) : dirfd;
+  if (fd < 0) return -errno;
+  char proc[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  ssize_t r = listxattr(proc, list, size);
+  int e = errno;
+  if (fd != dirfd) close(fd);
+  return r < 0 ? -e : r;
+}
+
+static ssize_t x_get_proc(int dirfd, const char *name, const char *xname, void *value, size_t size) {
+  int fd = (name && *name) ? openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC) : dirfd;
+  if (fd < 0) return -errno;
+  char proc[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  ssize_t r = getxattr(proc, xname, value, size);
+  int e = errno;
+  if (fd != dirfd) close(fd);
+  return r < 0 ? -e : r;
+}
+
+// The xattr system calls of an entry named relative to dirfd, never following a symlink:
+// listxattrat/getxattrat (Linux 6.13), else through /proc/self/fd of an O_PATH descriptor.
+static ssize_t x_list(int dirfd, const char *name, char *list, size_t size) {
+  // The *xattrat calls take no O_PATH descriptor with an empty path: those go through /proc.
+  if (have_xattrat != 0 && name && *name) {
+    long r = syscall(SYS_listxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, list, size);
+    if (r >= 0) {
+      have_xattrat = 1;
+      return r;
+    }
+    if (errno != ENOSYS) return -errno;
+    have_xattrat = 0;
+  }
+  return x_list_proc(dirfd, name, list, size);
+}
+
+static ssize_t x_get(int dirfd, const char *name, const char *xname, void *value, size_t size) {
+  if (have_xattrat != 0 && name && *name) {
+    struct xattr_args_k args = {(uint64_t)(uintptr_t)value, (uint32_t)size, 0};
+    long r = syscall(SYS_getxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, xname, &args, sizeof args);
+    if (r >= 0) {
+      have_xattrat = 1;
+      return r;
+    }
+    if (errno != ENOSYS) return -errno;
+    have_xattrat = 0;
+  }
+  return x_get_proc(dirfd, name, xname, value, size);
+}
+
+// Attribute names the store invents (CernVM-FS's magic xattrs), never fetched nor shown.
+static pthread_mutex_t hidden_mu = PTHREAD_MUTEX_INITIALIZER;
+static char **hidden_names;
+static size_t hidden_count;
+
+static int is_hidden_xattr(const char *n) {
+  int hit = 0;
+  pthread_mutex_lock(&hidden_mu);
+  for (size_t i = 0; i < hidden_count && !hit; i++) hit = strcmp(hidden_names[i], n) == 0;
+  pthread_mutex_unlock(&hidden_mu);
+  return hit;
+}
+
+#define XATTR_EAGER_MAX (64 * 1024)
+#define FLAG_OPAQUE 1
+#define FLAG_XATTR_ERROR 4
+#define FLAG_WHITEOUT 8
+#define FLAG_NOT_OPAQUE 16  // a directory known to hold no opaque marker
+
+typedef struct {
+  char list[XATTR_LIST_MAX];
+  char value[XATTR_SIZE_MAX];
+  char dents[64 * 1024];
+} scratch_t;
+
+// Appends the xattrs of an entry as {u16 nameLen, u16 0, u32 valueLen, name, value}...; a value
+// past the eager budget is left out (valueLen VALUE_LATER) for the caller to ask by name. Returns
+// FLAG_XATTR_ERROR when the store failed to list them.
+#define VALUE_LATER 0xffffffffu
+static int put_xattrs(obuf_t *b, int dirfd, const char *name, scratch_t *t, uint32_t *written) {
+  *written = 0;
+  ssize_t n = x_list(dirfd, name, t->list, sizeof t->list);
+  if (n == -ENOTSUP || n == -EOPNOTSUPP || n == 0) return 0;
+  if (n < 0) return FLAG_XATTR_ERROR;
+  size_t total = 0;
+  for (char *x = t->list; x < t->list + n; x += strlen(x) + 1) {
+    size_t xl = strlen(x);
+    if (xl == 0 || xl > 255 || is_hidden_xattr(x)) continue;
+    ssize_t v = total <= XATTR_EAGER_MAX ? x_get(dirfd, name, x, t->value, sizeof t->value) : -E2BIG;
+    if (v == -ENODATA) continue;  // removed meanwhile
+    int later = v == -ERANGE || v == -E2BIG || (v >= 0 && total + (size_t)v > XATTR_EAGER_MAX);
+    if (v < 0 && !later) return FLAG_XATTR_ERROR;
+    size_t vl = later ? 0 : (size_t)v;
+    uint8_t *p = ob_reserve(b, 8 + xl + vl);
+    if (!p) return FLAG_XATTR_ERROR;
+    put_u16(p, (uint16_t)xl);
+    put_u16(p + 2, 0);
+    put_u32(p + 4, later ? VALUE_LATER : (uint32_t)vl);
+    memcpy(p + 8, x, xl);
+    if (vl) memcpy(p + 8 + xl, t->value, vl);
+    total += 8 + xl + vl;
+  }
+  *written = (uint32_t)total;
+  return 0;
+}
+
+// A directory holding `.wh..wh..opq` is opaque (the translation of AUFS whiteouts).
+static int has_opaque_marker(int dirfd, const char *name) {
+  int fd = (name && *name) ? openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : dirfd;
+  if (fd < 0) return 0;
+  struct statx s;
+  int r = statx(fd, ".wh..wh..opq", AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_TYPE, &s);
+  if (fd != dirfd) close(fd);
+  return r == 0;
+}
+
+// An absent name is only an answer while the layer directory is there: a root that was removed
+// from the store (its link count is 0) makes every name absent, and that is ESTALE, for the
+// caller to open the layer again, never a negative answer to remember.
+static int root_gone(int rootfd) {
+  struct statx s;
+  if (statx(rootfd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_NLINK, &s) != 0) return errno == ENOENT || errno == ESTALE;
+  return s.stx_nlink == 0;
+}
+
+static int64_t enoent_or_stale(int rootfd, int64_t res) {
+  return (res == -ENOENT && root_gone(rootfd)) ? -ESTALE : res;
+}
+
+// One entry record:
+//   u32 recLen | i32 err | u16 nameLen | u8 flags | u8 0 | u32 xattrLen | attr[88] | name | xattrs | pad8
+#define REC_HEAD 16
+static void put_record(obuf_t *b, int dirfd, const char *name, const char *shown, int with_meta, int with_opaque, scratch_t *t) {
+  size_t start = b->len;
+  size_t nl = strlen(shown);
+  uint8_t *h = ob_reserve(b, REC_HEAD + ATTR_SIZE + nl);
+  if (!h) return;
+  struct statx s;
+  int err = stat_at(dirfd, name, &s);
+  uint8_t flags = 0;
+  uint32_t xlen = 0;
+  memset(h, 0, REC_HEAD + ATTR_SIZE);
+  memcpy(h + REC_HEAD + ATTR_SIZE, shown, nl);
+  if (err == 0) {
+    put_attr(h + REC_HEAD, &s);
+    if (with_meta) {
+      if (with_opaque && S_ISDIR(s.stx_mode)) flags |= has_opaque_marker(dirfd, name) ? FLAG_OPAQUE : FLAG_NOT_OPAQUE;
+      flags |= (uint8_t)put_xattrs(b, dirfd, name, t, &xlen);
+    }
+  }
+  size_t pad = (8 - (b->len - start) % 8) % 8;
+  uint8_t *z = ob_reserve(b, pad);
+  if (z) memset(z, 0, pad);
+  if (b->oom) return;
+  h = b->p + start;  // the buffer may have moved
+  put_u32(h, (uint32_t)(b->len - start));
+  put_u32(h + 4, (uint32_t)err);
+  put_u16(h + 8, (uint16_t)nl);
+  h[10] = flags;
+  put_u32(h + 12, xlen);
+}
+
+// Names collected while listing (subdirectories to prefetch), relative to the requested directory.
+typedef struct {
+  char **v;
+  size_t n, cap;
+} names_t;
+
+static void names_add(names_t *l, const char *prefix, const char *name) {
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    char **nv = realloc(l->v, cap * sizeof *nv);
+    if (!nv) return;
+    l->v = nv;
+    l->cap = cap;
+  }
+  size_t pl = strlen(prefix), nl = strlen(name);
+  char *p = malloc(pl + nl + 2);
+  if (!p) return;
+  if (pl) {
+    memcpy(p, prefix, pl);
+    p[pl] = '/';
+    memcpy(p + pl + 1, name, nl + 1);
+  } else {
+    memcpy(p, name, nl + 1);
+  }
+  l->v[l->n++] = p;
+}
+
+// One directory as a block of a listing answer:
+//   u32 count | u16 relLen | u16 0 | u32 0 | rel (padded to 8) | the directory's record | count records
+// rel names the directory relative to the one asked for ("" for that one). Its subdirectories
+// are added to subs (for prefetching) and its entries to *listed.
+static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *rel, scratch_t *t, names_t *subs, size_t *listed) {
+  int dfd = open_beneath(rootfd, path, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
+  if (dfd < 0) return enoent_or_stale(rootfd, dfd);
+  size_t start = b->len;
+  size_t rl = strlen(rel);
+  size_t padded = (rl + 7) & ~(size_t)7;
+  uint8_t *h = ob_reserve(b, 12 + 4 + padded);
+  if (!h) {
+    close(dfd);
+    return -ENOMEM;
+  }
+  memset(h, 0, 16 + padded);
+  memcpy(h + 16, rel, rl);
+  put_record(b, dfd, "", "", 1, 1, t);
+  uint32_t count = 0;
+  int64_t res = 0;
+  for (;;) {
+    long n = syscall(SYS_getdents64, dfd, t->dents, sizeof t->dents);
+    if (n < 0) {
+      res = -errno;
+      break;
+    }
+    if (n == 0) break;
+    for (long off = 0; off < n;) {
+      struct dirent64 *d = (struct dirent64 *)(t->dents + off);
+      off += d->d_reclen;
+      const char *nm = d->d_name;
+      if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0) continue;
+      // Whiteout markers only lend their times to the whiteout shown in their place. Whether
+      // a subdirectory is opaque is learnt when it is listed or asked for, not here: a
+      // lookup inside every subdirectory would read each of them from disk ahead of time.
+      size_t rec = b->len;
+      put_record(b, dfd, nm, nm, strncmp(nm, ".wh.", 4) != 0, 0, t);
+      count++;
+      if (!b->oom && strncmp(nm, ".wh.", 4) != 0) {
+        int32_t err;
+        uint32_t mode;
+        memcpy(&err, b->p + rec + 4, 4);
+        memcpy(&mode, b->p + rec + REC_HEAD + 60, 4);
+        if (err == 0 && S_ISDIR(mode)) names_add(subs, rel, nm);
+      }
+    }
+  }
+  close(dfd);
+  if (b->oom) return -ENOMEM;
+  if (res == 0 && count == 0 && root_gone(rootfd)) res = -ESTALE;
+  if (res == 0) {
+    put_u32(b->p + start, count);
+    put_u16(b->p + start + 4, (uint16_t)rl);
+    *listed += count;
+  }
+  return res;
+}
+
+// ---- the pool -------------------------------------------------------------------------------
+
+enum {
+  OP_LOOKUP = 1, OP_STAT = 2, OP_LIST = 3, OP_READLINK = 4, OP_OPEN = 5, OP_PREAD = 6, OP_CLOSE = 7,
+  OP_STATFS = 8, OP_OPENROOT = 9, OP_MOUNT = 10, OP_UMOUNT = 11, OP_GETXATTR = 12, OP_SLEEP = 13,
+};
+
+typedef struct job {
+  struct job *next;
+  int op;
+  double token;
+  int64_t i0, i1;
+  double d2;
+  char *s0, *s1, *s2, *s3;
+  size_t s0len;
+  // result
+  int64_t res;
+  uint8_t *out;
+  size_t outlen;
+  size_t outskip;  // bytes at the front of out that are not part of the result (header room)
+} job_t;
+
+typedef struct {
+  pthread_t tid;
+  int busy;
+  double since;  // monotonic ms when the current job started
+} worker_t;
+
+#define HARD_MAX_THREADS 256
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static job_t *queue_head, *queue_tail;
+static job_t *done_head, *done_tail;
+static size_t queued;
+static int nthreads, nidle;
+static int max_threads = 32;
+static double stuck_ms = 1000;
+static worker_t workers[HARD_MAX_THREADS];
+static uv_async_t done_async;
+static int inflight;  // main thread only
+static uint64_t jobs_done;
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static scratch_t *thread_scratch(void) {
+  static __thread scratch_t *t;
+  if (!t) t = malloc(sizeof *t);
+  return t;
+}
+
+static void run_job(job_t *j) {
+  scratch_t *t = thread_scratch();
+  obuf_t b = {0};
+  if (!t) {
+    j->res = -ENOMEM;
+    return;
+  }
+  switch (j->op) {
+    case OP_LOOKUP: {  // i0 rootfd, s0 parent path, s1 name (one component)
+      if (!j->s1 || !*j->s1 || strchr(j->s1, '/') || strcmp(j->s1, ".") == 0 || strcmp(j->s1, "..") == 0) {
+        j->res = -EINVAL;
+        break;
+      }
+      int pfd = open_beneath((int)j->i0, j->s0, O_PATH | O_DIRECTORY, 0);
+      if (pfd < 0) {
+        j->res = enoent_or_stale((int)j->i0, pfd);
+        break;
+      }
+      put_record(&b, pfd, j->s1, j->s1, 1, 1, t);
+      int32_t err;
+      if (!b.oom && (memcpy(&err, b.p + 4, 4), err == -ENOENT)) {
+        // An AUFS whiteout stands in for a name the layer deletes.
+        char marker[NAME_MAX + 8];
+        if (snprintf(marker, sizeof marker, ".wh.%s", j->s1) < (int)sizeof marker) {
+          obuf_t w = {0};
+          put_record(&w, pfd, marker, j->s1, 0, 0, t);
+          int32_t werr = -ENOENT;
+          if (!w.oom) memcpy(&werr, w.p + 4, 4);
+          if (werr == 0) {
+            w.p[10] |= FLAG_WHITEOUT;
+            free(b.p);
+            b = w;
+          } else {
+            free(w.p);
+          }
+        }
+      }
+      close(pfd);
+      j->res = b.oom ? -ENOMEM : 0;
+      if (!b.oom) {
+        int32_t final;
+        memcpy(&final, b.p + 4, 4);
+        if (final == -ENOENT && root_gone((int)j->i0)) j->res = -ESTALE;
+      }
+      break;
+    }
+    case OP_STAT: {  // i0 rootfd, s0 path
+      int fd = open_beneath((int)j->i0, j->s0, O_PATH | O_NOFOLLOW, 0);
+      if (fd < 0) {
+        j->res = enoent_or_stale((int)j->i0, fd);
+        break;
+      }
+      put_record(&b, fd, "", "", 1, 1, t);
+      close(fd);
+      j->res = b.oom ? -ENOMEM : 0;
+      break;
+    }
+    case OP_LIST: {  // i0 rootfd, s0 dir path, i1 entries of subdirectories to list along with it
+      uint8_t *head = ob_reserve(&b, 8);
+      if (head) memset(head, 0, 8);
+      names_t subs = {0};
+      size_t listed = 0;
+      int64_t res = list_block(&b, (int)j->i0, j->s0, "", t, &subs, &listed);
+      uint32_t blocks = res == 0 ? 1 : 0;
+      // Prefetch, breadth first: a program that lists a directory nearly always lists its
+      // subdirectories next (find, du, a container start walking /usr), and answering them from
+      // memory saves a round trip to the pool each. Failures here are left for the real request.
+      size_t budget = j->i1 > 0 ? (size_t)j->i1 : 0;
+      for (size_t q = 0; res == 0 && q < subs.n && listed < budget && blocks < 256 && !b.oom; q++) {
+        char full[PATH_MAX];
+        const char *rel = subs.v[q];
+        int fl = (j->s0 && *j->s0) ? snprintf(full, sizeof full, "%s/%s", j->s0, rel) : snprintf(full, sizeof full, "%s", rel);
+        if (fl < 0 || (size_t)fl >= sizeof full) continue;
+        size_t mark = b.len;
+        if (list_block(&b, (int)j->i0, full, rel, t, &subs, &listed) == 0) blocks++;
+        else b.len = mark;
+      }
+      for (size_t q = 0; q < subs.n; q++) free(subs.v[q]);
+      free(subs.v);
+      if (b.oom) res = -ENOMEM;
+      if (res == 0) put_u32(b.p, blocks);
+      j->res = res;
+      break;
+    }
+    case OP_READLINK: {  // i0 rootfd, s0 path
+      int fd = open_beneath((int)j->i0, j->s0, O_PATH | O_NOFOLLOW, 0);
+      if (fd < 0) {
+        j->res = enoent_or_stale((int)j->i0, fd);
+        break;
+      }
+      uint8_t *p = ob_reserve(&b, PATH_MAX);
+      ssize_t n = p ? readlinkat(fd, "", (char *)p, PATH_MAX) : -1;
+      j->res = n < 0 ? (p ? -errno : -ENOMEM) : n;
+      if (n >= 0) b.len = (size_t)n;
+      close(fd);
+      break;
+    }
+    case OP_OPEN: {  // i0 rootfd, s0 path, d2 expected inode (0: any)
+      int fd = open_beneath((int)j->i0, j->s0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0);
+      if (fd < 0) {
+        j->res = enoent_or_stale((int)j->i0, fd);
+        break;
+      }
+      struct statx s;
+      int e = stat_at(fd, "", &s);
+      if (e == 0 && !S_ISREG(s.stx_mode)) e = -ENXIO;
+      if (e == 0 && j->d2 != 0 && (double)s.stx_ino != j->d2) e = -ESTALE;
+      if (e != 0) {
+        close(fd);
+        j->res = e;
+        break;
+      }
+      j->res = fd;
+      break;
+    }
+    case OP_PREAD: {  // i0 fd, i1 length, d2 offset; 16 bytes of room for the reply header first
+      size_t len = (size_t)j->i1;
+      uint8_t *p = ob_reserve(&b, 16 + len);
+      if (!p) {
+        j->res = -ENOMEM;
+        break;
+      }
+      size_t done = 0;
+      int64_t res = 0;
+      while (done < len) {
+        ssize_t n = pread((int)j->i0, p + 16 + done, len - done, (off_t)j->d2 + (off_t)done);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          res = -errno;
+          break;
+        }
+        if (n == 0) break;
+        done += (size_t)n;
+      }
+      j->res = res < 0 ? res : (int64_t)done;
+      b.len = 16 + done;
+      j->outskip = 16;
+      break;
+    }
+    case OP_CLOSE:
+      j->res = close((int)j->i0) == 0 ? 0 : -errno;
+      break;
+    case OP_STATFS: {  // i0 fd; fuse_kstatfs (80 bytes)
+      struct statfs s;
+      if (fstatfs((int)j->i0, &s) != 0) {
+        j->res = -errno;
+        break;
+      }
+      uint8_t *p = ob_reserve(&b, 80);
+      if (!p) {
+        j->res = -ENOMEM;
+        break;
+      }
+      memset(p, 0, 80);
+      put_u64(p, s.f_blocks);
+      put_u64(p + 8, s.f_bfree);
+      put_u64(p + 16, s.f_bavail);
+      put_u64(p + 24, s.f_files);
+      put_u64(p + 32, s.f_ffree);
+      put_u32(p + 40, (uint32_t)s.f_bsize);
+      put_u32(p + 44, 255);
+      put_u32(p + 48, (uint32_t)(s.f_frsize ? s.f_frsize : s.f_bsize));
+      j->res = 0;
+      break;
+    }
+    case OP_OPENROOT: {  // s0 trusted prefix (links followed), s1 path beneath it (none followed)
+      int tfd = open(j->s0, O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (tfd < 0) {
+        j->res = -errno;
+        break;
+      }
+      int fd = (j->s1 && *j->s1) ? open_beneath(tfd, j->s1, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0) : tfd;
+      if (fd != tfd) close(tfd);
+      if (fd < 0) {
+        j->res = fd;
+        break;
+      }
+      put_record(&b, fd, "", "", 1, 1, t);
+      j->res = b.oom ? (close(fd), -ENOMEM) : fd;
+      break;
+    }
+    case OP_MOUNT:  // s0 source, s1 target, s2 type, s3 data, i0 flags
+      j->res = mount(j->s0, j->s1, j->s2, (unsigned long)j->i0, j->s3) == 0 ? 0 : -errno;
+      break;
+    case OP_UMOUNT:  // s0 target, i0 flags
+      j->res = umount2(j->s0, (int)j->i0) == 0 ? 0 : -errno;
+      break;
+    case OP_GETXATTR: {  // i0 rootfd, s0 path, s1 xattr name
+      int fd = open_beneath((int)j->i0, j->s0, O_PATH | O_NOFOLLOW, 0);
+      if (fd < 0) {
+        j->res = fd;
+        break;
+      }
+      uint8_t *p = ob_reserve(&b, XATTR_SIZE_MAX);
+      ssize_t n = p ? x_get(fd, "", j->s1, p, XATTR_SIZE_MAX) : -ENOMEM;
+      close(fd);
+      j->res = n;
+      b.len = n > 0 ? (size_t)n : 0;
+      break;
+    }
+    case OP_SLEEP: {  // d2 milliseconds: lets tests hold a pool thread
+      struct timespec ts = {(time_t)(j->d2 / 1000), (long)((int64_t)j->d2 % 1000) * 1000000L};
+      while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+      }
+      j->res = 0;
+      break;
+    }
+    default:
+      j->res = -ENOSYS;
+  }
+  if (b.oom) {
+    free(b.p);
+    b.p = NULL;
+    b.len = 0;
+    if (j->res >= 0) j->res = -ENOMEM;
+  }
+  j->out = b.p;
+  j->outlen = b.len;
+}
+
+static int stuck_count_locked(double now) {
+  int n = 0;
+  for (int i = 0; i < HARD_MAX_THREADS; i++)
+    if (workers[i].busy && now - workers[i].since > stuck_ms) n++;
+  return n;
+}
+
+static void *worker_main(void *arg) {
+  worker_t *w = arg;
+  pthread_mutex_lock(&pool_mu);
+  for (;;) {
+    while (!queue_head) {
+      nidle++;
+      struct timespec until;
+      clock_gettime(CLOCK_REALTIME, &until);
+      until.tv_sec += 30;
+      int r = pthread_cond_timedwait(&pool_cv, &pool_mu, &until);
+      nidle--;
+      if (r == ETIMEDOUT && !queue_head) {  // idle for long: give the thread back
+        w->tid = 0;
+        nthreads--;
+        pthread_mutex_unlock(&pool_mu);
+        return NULL;
+      }
+    }
+    job_t *j = queue_head;
+    queue_head = j->next;
+    if (!queue_head) queue_tail = NULL;
+    queued--;
+    w->busy = 1;
+    w->since = now_ms();
+    pthread_mutex_unlock(&pool_mu);
+
+    run_job(j);
+
+    pthread_mutex_lock(&pool_mu);
+    w->busy = 0;
+    j->next = NULL;
+    if (done_tail)
+      done_tail->next = j;
+    else
+      done_head = j;
+    done_tail = j;
+    pthread_mutex_unlock(&pool_mu);
+    uv_async_send(&done_async);
+    pthread_mutex_lock(&pool_mu);
+  }
+}
+
+// Starts a thread when none is idle, up to max_threads plus one for each thread stuck in a
+// store call for longer than stuck_ms (a stalled store must not take the pool from the others).
+static int maybe_grow_locked(void) {
+  if (nidle > (int)queued) return 0;  // an idle thread will take the job about to be queued
+  double now = now_ms();
+  int allowed = max_threads + stuck_count_locked(now);
+  if (allowed > HARD_MAX_THREADS) allowed = HARD_MAX_THREADS;
+  if (nthreads >= allowed) return 0;
+  for (int i = 0; i < HARD_MAX_THREADS; i++) {
+    if (workers[i].tid != 0) continue;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    workers[i].busy = 0;
+    int r = pthread_create(&workers[i].tid, &attr, worker_main, &workers[i]);
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+      workers[i].tid = 0;
+      return -r;
+    }
+    nthreads++;
+    return 0;
+  }
+  return 0;
+}
+
+// ---- JavaScript side ------------------------------------------------------------------------
+
+static napi_ref on_requests_ref, on_complete_ref;
+static napi_async_context async_ctx;
+static napi_env main_env;
+
+#define SLOT_SIZE (16 * 1024)
+#define SLOT_COUNT 1
+static uint8_t *slots;
+static int32_t *slot_lens;
+
+static void report_exception(napi_env env) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) return;
+  napi_value err;
+  napi_get_and_clear_last_exception(env, &err);
+  napi_fatal_exception(env, err);
+}
+
+static void free_external(napi_env env, void *data, void *hint) { free(data); }
+
+static void on_done(uv_async_t *h) {
+  napi_env env = main_env;
+  pthread_mutex_lock(&pool_mu);
+  job_t *list = done_head;
+  done_head = done_tail = NULL;
+  pthread_mutex_unlock(&pool_mu);
+  if (!list) return;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value resource, cb, recv;
+  napi_create_object(env, &resource);
+  napi_get_reference_value(env, on_complete_ref, &cb);
+  napi_get_undefined(env, &recv);
+  napi_callback_scope cscope;
+  napi_open_callback_scope(env, resource, async_ctx, &cscope);
+  while (list) {
+    job_t *j = list;
+    list = j->next;
+    inflight--;
+    jobs_done++;
+    napi_value argv[3];
+    napi_create_double(env, j->token, &argv[0]);
+    napi_create_double(env, (double)j->res, &argv[1]);
+    if (j->out && j->outlen > j->outskip) {
+      // The whole allocation, header room included: the caller knows where its data starts.
+      napi_create_external_buffer(env, j->outlen, j->out, free_external, NULL, &argv[2]);
+      j->out = NULL;
+    } else {
+      napi_get_undefined(env, &argv[2]);
+    }
+    free(j->out);
+    free(j->s0);
+    free(j->s1);
+    free(j->s2);
+    free(j->s3);
+    free(j);
+    napi_value ignored;
+    if (napi_call_function(env, recv, cb, 3, argv, &ignored) != napi_ok) report_exception(env);
+  }
+  if (inflight == 0) uv_unref((uv_handle_t *)&done_async);
+  napi_close_callback_scope(env, cscope);
+  napi_close_handle_scope(env, scope);
+}
+
+typedef struct {
+  uv_poll_t poll;
+  int fd;
+  double token;
+  int closing;
+} chan_t;
+
+static void chan_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_readable(uv_poll_t *h, int status, int events) {
+  chan_t *c = h->data;
+  napi_env env = main_env;
+  int count = 0;
+  int err = 0;
+  // One request per wake-up: a program asks one thing at a time, and a second read would
+  // nearly always be a wasted EAGAIN. When more are queued, epoll reports the descriptor again.
+  while (count < SLOT_COUNT) {
+    ssize_t n = read(c->fd, slots + (size_t)count * SLOT_SIZE, SLOT_SIZE);
+    if (n < 0) {
+      // ENOENT: a request was interrupted before we read it; EINTR: try again.
+      if (errno == EINTR || errno == ENOENT) continue;
+      if (errno == EAGAIN) break;
+      err = errno;
+      break;
+    }
+    slot_lens[count++] = (int32_t)n;
+  }
+  if (count == 0 && err == 0) return;
+  if (err != 0) uv_poll_stop(&c->poll);  // ENODEV: unmounted or aborted
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value resource, cb, recv, argv[3], ignored;
+  napi_create_object(env, &resource);
+  napi_get_reference_value(env, on_requests_ref, &cb);
+  napi_get_undefined(env, &recv);
+  napi_create_double(env, c->token, &argv[0]);
+  napi_create_int32(env, count, &argv[1]);
+  napi_create_int32(env, err, &argv[2]);
+  napi_callback_scope cscope;
+  napi_open_callback_scope(env, resource, async_ctx, &cscope);
+  if (napi_call_function(env, recv, cb, 3, argv, &ignored) != napi_ok) report_exception(env);
+  napi_close_callback_scope(env, cscope);
+  napi_close_handle_scope(env, scope);
+}
+
+// ---- argument helpers -----------------------------------------------------------------------
+
+static int arg_i64(napi_env env, napi_value v, int64_t *out) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_number) return 0;
+  return napi_get_value_int64(env, v, out) == napi_ok;
+}
+
+static int arg_f64(napi_env env, napi_value v, double *out) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_number) return 0;
+  return napi_get_value_double(env, v, out) == napi_ok;
+}
+
+// A Buffer argument as a NUL-terminated copy (paths are bytes); undefined/null gives NULL.
+static int arg_cstr(napi_env env, napi_value v, char **out, size_t *lenp) {
+  *out = NULL;
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_undefined || t == napi_null) return 1;
+  bool isbuf = false;
+  napi_is_buffer(env, v, &isbuf);
+  if (!isbuf) return 0;
+  void *data;
+  size_t len;
+  if (napi_get_buffer_info(env, v, &data, &len) != napi_ok) return 0;
+  if (memchr(data, 0, len)) return 0;
+  char *s = malloc(len + 1);
+  if (!s) return 0;
+  memcpy(s, data, len);
+  s[len] = 0;
+  *out = s;
+  if (lenp) *lenp = len;
+  return 1;
+}
+
+static napi_value num(napi_env env, double v) {
+  napi_value r;
+  napi_create_double(env, v, &r);
+  return r;
+}
+
+static napi_value get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  for (size_t i = argc; i < want; i++) argv[i] = undef;
+  return undef;
+}
+
+// ---- exported functions ---------------------------------------------------------------------
+
+// setHandlers(onRequests(token, count, errno), onComplete(token, result, buffer|undefined))
+static napi_value js_set_handlers(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  get_args(env, info, 2, argv);
+  if (on_requests_ref) napi_delete_reference(env, on_requests_ref);
+  if (on_complete_ref) napi_delete_reference(env, on_complete_ref);
+  CHECK(napi_create_reference(env, argv[0], 1, &on_requests_ref));
+  CHECK(napi_create_reference(env, argv[1], 1, &on_complete_ref));
+  return NULL;
+}
+
+// requestSlots() -> [Buffer slots, Int32Array lengths, slotSize]
+static napi_value js_request_slots(napi_env env, napi_callback_info info) {
+  napi_value arr, buf, ab, lens;
+  CHECK(napi_create_external_buffer(env, (size_t)SLOT_SIZE * SLOT_COUNT, slots, NULL, NULL, &buf));
+  CHECK(napi_create_external_arraybuffer(env, slot_lens, sizeof(int32_t) * SLOT_COUNT, NULL, NULL, &ab));
+  CHECK(napi_create_typedarray(env, napi_int32_array, SLOT_COUNT, ab, 0, &lens));
+  CHECK(napi_create_array_with_length(env, 3, &arr));
+  napi_set_element(env, arr, 0, buf);
+  napi_set_element(env, arr, 1, lens);
+  napi_set_element(env, arr, 2, num(env, SLOT_SIZE));
+  return arr;
+}
+
+static void chan_finalize(napi_env env, void *data, void *hint) {
+  chan_t *c = data;
+  if (!c->closing) {
+    c->closing = 1;
+    uv_close((uv_handle_t *)&c->poll, chan_closed);
+  }
+}
+
+// channelStart(fd, token) -> handle: reads fd (made non-blocking) on the event loop.
+static napi_value js_channel_start(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  get_args(env, info, 2, argv);
+  int64_t fd;
+  double token;
+  if (!arg_i64(env, argv[0], &fd) || !arg_f64(env, argv[1], &token)) {
+    napi_throw_type_error(env, NULL, "channelStart(fd, token)");
+    return NULL;
+  }
+  int fl = fcntl((int)fd, F_GETFL);
+  if (fl < 0 || fcntl((int)fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+    napi_throw_error(env, NULL, strerror(errno));
+    return NULL;
+  }
+  uv_loop_t *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  chan_t *c = calloc(1, sizeof *c);
+  if (!c) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  c->fd = (int)fd;
+  c->token = token;
+  int r = uv_poll_init(loop, &c->poll, c->fd);
+  if (r != 0) {
+    free(c);
+    napi_throw_error(env, NULL, uv_strerror(r));
+    return NULL;
+  }
+  c->poll.data = c;
+  r = uv_poll_start(&c->poll, UV_READABLE, on_readable);
+  if (r != 0) {
+    c->closing = 1;
+    uv_close((uv_handle_t *)&c->poll, chan_closed);
+    napi_throw_error(env, NULL, uv_strerror(r));
+    return NULL;
+  }
+  napi_value ext;
+  CHECK(napi_create_external(env, c, NULL, NULL, &ext));
+  return ext;
+}
+
+// channelStop(handle): stops watching (the descriptor stays open). Idempotent.
+static napi_value js_channel_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  get_args(env, info, 1, argv);
+  void *data = NULL;
+  if (napi_get_value_external(env, argv[0], &data) != napi_ok || !data) {
+    napi_throw_type_error(env, NULL, "channelStop(handle)");
+    return NULL;
+  }
+  chan_finalize(env, data, NULL);
+  return NULL;
+}
+
+// setBlocking(fd, blocking) -> 0 | -errno
+static napi_value js_set_blocking(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  get_args(env, info, 2, argv);
+  int64_t fd;
+  bool blocking = false;
+  if (!arg_i64(env, argv[0], &fd) || napi_get_value_bool(env, argv[1], &blocking) != napi_ok) {
+    napi_throw_type_error(env, NULL, "setBlocking(fd, blocking)");
+    return NULL;
+  }
+  int fl = fcntl((int)fd, F_GETFL);
+  if (fl < 0) return num(env, -errno);
+  fl = blocking ? (fl & ~O_NONBLOCK) : (fl | O_NONBLOCK);
+  return num(env, fcntl((int)fd, F_SETFL, fl) < 0 ? -errno : 0);
+}
+
+// write(fd, buffer, length) / writev(fd, head, body) -> bytes written | -errno
+static napi_value js_write(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  get_args(env, info, 3, argv);
+  int64_t fd, len;
+  void *data;
+  size_t blen;
+  if (!arg_i64(env, argv[0], &fd) || napi_get_buffer_info(env, argv[1], &data, &blen) != napi_ok || !arg_i64(env, argv[2], &len) ||
+      len < 0 || (size_t)len > blen) {
+    napi_throw_type_error(env, NULL, "write(fd, buffer, length)");
+    return NULL;
+  }
+  ssize_t n = write((int)fd, data, (size_t)len);
+  return num(env, n < 0 ? -errno : (double)n);
+}
+
+static napi_value js_writev(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  get_args(env, info, 3, argv);
+  int64_t fd;
+  struct iovec iov[2];
+  size_t l0, l1;
+  if (!arg_i64(env, argv[0], &fd) || napi_get_buffer_info(env, argv[1], &iov[0].iov_base, &l0) != napi_ok ||
+      napi_get_buffer_info(env, argv[2], &iov[1].iov_base, &l1) != napi_ok) {
+    napi_throw_type_error(env, NULL, "writev(fd, head, body)");
+    return NULL;
+  }
+  iov[0].iov_len = l0;
+  iov[1].iov_len = l1;
+  ssize_t n = writev((int)fd, iov, 2);
+  return num(env, n < 0 ? -errno : (double)n);
+}
+
+// submit(op, token, i0, i1, d2, s0, s1, s2, s3) -> 0 | -errno; the answer arrives through
+// onComplete(token, result, buffer).
+static napi_value js_submit(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  get_args(env, info, 9, argv);
+  int64_t op, i0 = 0, i1 = 0;
+  double token, d2 = 0;
+  if (!arg_i64(env, argv[0], &op) || !arg_f64(env, argv[1], &token)) {
+    napi_throw_type_error(env, NULL, "submit(op, token, ...)");
+    return NULL;
+  }
+  arg_i64(env, argv[2], &i0);
+  arg_i64(env, argv[3], &i1);
+  arg_f64(env, argv[4], &d2);
+  job_t *j = calloc(1, sizeof *j);
+  if (!j) return num(env, -ENOMEM);
+  j->op = (int)op;
+  j->token = token;
+  j->i0 = i0;
+  j->i1 = i1;
+  j->d2 = d2;
+  if (!arg_cstr(env, argv[5], &j->s0, &j->s0len) || !arg_cstr(env, argv[6], &j->s1, NULL) || !arg_cstr(env, argv[7], &j->s2, NULL) ||
+      !arg_cstr(env, argv[8], &j->s3, NULL)) {
+    free(j->s0);
+    free(j->s1);
+    free(j->s2);
+    free(j->s3);
+    free(j);
+    return num(env, -EINVAL);  // a path with a NUL byte, or not a Buffer
+  }
+  if (op == OP_PREAD && (i1 < 0 || i1 > 16 * 1024 * 1024)) {
+    free(j->s0);
+    free(j->s1);
+    free(j->s2);
+    free(j->s3);
+    free(j);
+    return num(env, -EINVAL);
+  }
+  pthread_mutex_lock(&pool_mu);
+  int g = maybe_grow_locked();
+  if (g != 0 && nthreads == 0) {
+    pthread_mutex_unlock(&pool_mu);
+    free(j->s0);
+    free(j->s1);
+    free(j->s2);
+    free(j->s3);
+    free(j);
+    return num(env, g);
+  }
+  if (queue_tail)
+    queue_tail->next = j;
+  else
+    queue_head = j;
+  queue_tail = j;
+  queued++;
+  pthread_cond_signal(&pool_cv);
+  pthread_mutex_unlock(&pool_mu);
+  if (inflight++ == 0) uv_ref((uv_handle_t *)&done_async);
+  return num(env, 0);
+}
+
+// poolConfig(maxThreads, stuckMs)
+static napi_value js_pool_config(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  get_args(env, info, 2, argv);
+  int64_t m;
+  double s;
+  if (!arg_i64(env, argv[0], &m) || !arg_f64(env, argv[1], &s) || m < 1 || m > HARD_MAX_THREADS || s < 1) {
+    napi_throw_range_error(env, NULL, "poolConfig(maxThreads 1..256, stuckMs >= 1)");
+    return NULL;
+  }
+  pthread_mutex_lock(&pool_mu);
+  max_threads = (int)m;
+  stuck_ms = s;
+  pthread_mutex_unlock(&pool_mu);
+  return NULL;
+}
+
+// poolStats() -> [threads, idle, queued, stuck, inflight, jobsDone]
+static napi_value js_pool_stats(napi_env env, napi_callback_info info) {
+  pthread_mutex_lock(&pool_mu);
+  double v[6] = {nthreads, nidle, (double)queued, stuck_count_locked(now_ms()), inflight, (double)jobs_done};
+  pthread_mutex_unlock(&pool_mu);
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, 6, &arr));
+  for (uint32_t i = 0; i < 6; i++) napi_set_element(env, arr, i, num(env, v[i]));
+  return arr;
+}
+
+// setHiddenXattrs([Buffer, ...])
+static napi_value js_set_hidden_xattrs(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  get_args(env, info, 1, argv);
+  uint32_t n = 0;
+  if (napi_get_array_length(env, argv[0], &n) != napi_ok) {
+    napi_throw_type_error(env, NULL, "setHiddenXattrs(names)");
+    return NULL;
+  }
+  char **names = calloc(n ? n : 1, sizeof *names);
+  if (!names) return NULL;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    napi_get_element(env, argv[0], i, &v);
+    if (!arg_cstr(env, v, &names[i], NULL) || !names[i]) {
+      for (uint32_t k = 0; k < i; k++) free(names[k]);
+      free(names);
+      napi_throw_type_error(env, NULL, "setHiddenXattrs: names must be Buffers");
+      return NULL;
+    }
+  }
+  pthread_mutex_lock(&hidden_mu);
+  char **old = hidden_names;
+  size_t oldn = hidden_count;
+  hidden_names = names;
+  hidden_count = n;
+  pthread_mutex_unlock(&hidden_mu);
+  for (size_t i = 0; i < oldn; i++) free(old[i]);
+  free(old);
+  return NULL;
+}
+
+// backingOpen(devFd, fd) -> backing id | -errno; backingClose(devFd, id) -> 0 | -errno
+static napi_value js_backing_open(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  get_args(env, info, 2, argv);
+  int64_t dev, fd;
+  if (!arg_i64(env, argv[0], &dev) || !arg_i64(env, argv[1], &fd)) {
+    napi_throw_type_error(env, NULL, "backingOpen(devFd, fd)");
+    return NULL;
+  }
+  struct backing_map m = {(int32_t)fd, 0, 0};
+  int r = ioctl((int)dev, DEV_IOC_BACKING_OPEN, &m);
+  return num(env, r < 0 ? -errno : r);
+}
+
+static napi_value js_backing_close(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  get_args(env, info, 2, argv);
+  int64_t dev, id;
+  if (!arg_i64(env, argv[0], &dev) || !arg_i64(env, argv[1], &id)) {
+    napi_throw_type_error(env, NULL, "backingClose(devFd, id)");
+    return NULL;
+  }
+  uint32_t bid = (uint32_t)id;
+  int r = ioctl((int)dev, DEV_IOC_BACKING_CLOSE, &bid);
+  return num(env, r < 0 ? -errno : r);
+}
+
+// closeFd(fd) -> 0 | -errno. Only for descriptors whose close cannot block (O_PATH, /dev/fuse).
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  get_args(env, info, 1, argv);
+  int64_t fd;
+  if (!arg_i64(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "closeFd(fd)");
+    return NULL;
+  }
+  return num(env, close((int)fd) < 0 ? -errno : 0);
+}
+
+// seqpacketPair() -> [fd, fd]: a connected SOCK_SEQPACKET pair. Each write is one message and
+// each read returns one, as /dev/fuse does, so tests can speak the FUSE protocol to a channel.
+static napi_value js_seqpacket_pair(napi_env env, napi_callback_info info) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    napi_throw_error(env, NULL, strerror(errno));
+    return NULL;
+  }
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  napi_set_element(env, arr, 0, num(env, sv[0]));
+  napi_set_element(env, arr, 1, num(env, sv[1]));
+  return arr;
+}
+
+static napi_value js_constants(napi_env env) {
+  napi_value o;
+  napi_create_object(env, &o);
+  struct {
+    const char *k;
+    double v;
+  } c[] = {
+      {"OP_LOOKUP", OP_LOOKUP}, {"OP_STAT", OP_STAT}, {"OP_LIST", OP_LIST}, {"OP_READLINK", OP_READLINK},
+      {"OP_OPEN", OP_OPEN}, {"OP_PREAD", OP_PREAD}, {"OP_CLOSE", OP_CLOSE}, {"OP_STATFS", OP_STATFS},
+      {"OP_OPENROOT", OP_OPENROOT}, {"OP_MOUNT", OP_MOUNT}, {"OP_UMOUNT", OP_UMOUNT}, {"OP_GETXATTR", OP_GETXATTR},
+      {"OP_SLEEP", OP_SLEEP}, {"FLAG_OPAQUE", FLAG_OPAQUE}, {"FLAG_XATTR_ERROR", FLAG_XATTR_ERROR}, {"FLAG_WHITEOUT", FLAG_WHITEOUT}, {"REC_HEAD", REC_HEAD},
+      {"ATTR_SIZE", ATTR_SIZE}, {"SLOT_COUNT", SLOT_COUNT}, {"MS_RDONLY", MS_RDONLY}, {"MS_NOSUID", MS_NOSUID},
+      {"MS_NODEV", MS_NODEV}, {"MNT_DETACH", MNT_DETACH}, {"MNT_FORCE", MNT_FORCE}, {"UMOUNT_NOFOLLOW", UMOUNT_NOFOLLOW},
+  };
+  for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) napi_set_named_property(env, o, c[i].k, num(env, c[i].v));
+  return o;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  if (main_env) {
+    napi_throw_error(env, NULL, "cvmfs_sys is loaded once per process, on the main thread");
+    return NULL;
+  }
+  main_env = env;
+  slots = malloc((size_t)SLOT_SIZE * SLOT_COUNT);
+  slot_lens = calloc(SLOT_COUNT, sizeof *slot_lens);
+  if (!slots || !slot_lens) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  uv_loop_t *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  if (uv_async_init(loop, &done_async, on_done) != 0) {
+    napi_throw_error(env, NULL, "uv_async_init failed");
+    return NULL;
+  }
+  uv_unref((uv_handle_t *)&done_async);
+  napi_value name;
+  napi_create_string_utf8(env, "cvmfs_sys", NAPI_AUTO_LENGTH, &name);
+  CHECK(napi_async_init(env, NULL, name, &async_ctx));
+
+  napi_property_descriptor props[] = {
+      {"setHandlers", NULL, js_set_handlers, NULL, NULL, NULL, napi_default, NULL},
+      {"requestSlots", NULL, js_request_slots, NULL, NULL, NULL, napi_default, NULL},
+      {"channelStart", NULL, js_channel_start, NULL, NULL, NULL, napi_default, NULL},
+      {"channelStop", NULL, js_channel_stop, NULL, NULL, NULL, napi_default, NULL},
+      {"setBlocking", NULL, js_set_blocking, NULL, NULL, NULL, napi_default, NULL},
+      {"write", NULL, js_write, NULL, NULL, NULL, napi_default, NULL},
+      {"writev", NULL, js_writev, NULL, NULL, NULL, napi_default, NULL},
+      {"submit", NULL, js_submit, NULL, NULL, NULL, napi_default, NULL},
+      {"poolConfig", NULL, js_pool_config, NULL, NULL, NULL, napi_default, NULL},
+      {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"setHiddenXattrs", NULL, js_set_hidden_xattrs, NULL, NULL, NULL, napi_default, NULL},
+      {"backingOpen", NULL, js_backing_open, NULL, NULL, NULL, napi_default, NULL},
+      {"backingClose", NULL, js_backing_close, NULL, NULL, NULL, napi_default, NULL},
+      {"closeFd", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+      {"seqpacketPair", NULL, js_seqpacket_pair, NULL, NULL, NULL, napi_default, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  napi_set_named_property(env, exports, "constants", js_constants(env));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,109 @@
+// Handover: a FUSE server passes its live mounts to a successor process (an upgrade) without
+// unmounting anything. Nothing is read from the kernel while a handover runs: this process
+// stops watching its connections, answers what it has already read, and passes the open
+// /dev/fuse descriptors with the kernel's node ids. A request still waiting for a stalled store
+// at the end is given back to the kernel (FUSE_NOTIFY_RESEND, Linux 6.9+) for the successor to
+// answer, or answered EIO where the kernel cannot resend.
+import fs from 'node:fs';
+import type { Logger } from '../../log.js';
+import { native } from '../../sys/native.js';
+import { E } from '../kernel/errno.js';
+import type { NodeTableState } from '../node-table.js';
+import { openLayerRoot, type LayerLocation } from '../store-access.js';
+import { layerDirOf, serveLayer, type ServeContext, type Served } from './served.js';
+import { withDeadline, type MountTable } from './table.js';
+
+/** /dev/fuse is character device 10:229 (glibc's dev_t encoding). */
+const FUSE_DEVICE = (10 << 8) | 229;
+
+/** A live mount handed from one FUSE server process to the next. */
+export interface HandedMount {
+  readonly mountpoint: string;
+  /** The layer directory, as earlier versions named it. */
+  readonly layerDir: string;
+  /** Where the layer is, as this version opens it. */
+  readonly location?: LayerLocation;
+  /** The /dev/fuse descriptor, in the process that holds it. */
+  readonly fd: number;
+  readonly nodes: NodeTableState;
+  /** Lazily unmounted: no longer at its mountpoint, but still used by someone. */
+  readonly detached: boolean;
+  /** Whether the connection's INIT settled on passthrough (absent: it did not). */
+  readonly passthrough?: boolean;
+}
+
+/** What handover needs of the mounter. */
+export interface HandoverHost {
+  readonly log: Logger;
+  readonly table: MountTable;
+  readonly serveContext: ServeContext;
+  locate(layerDir: string): LayerLocation;
+  serveUntilGone(s: Served): void;
+  watchGone(s: Served): void;
+}
+
+/**
+ * Stops serving every mount WITHOUT unmounting, and returns what a successor needs to serve
+ * them on: the descriptors (still open here) and the node tables.
+ */
+export async function drainForHandover(host: HandoverHost, timeoutMs: number): Promise<HandedMount[]> {
+  const { table } = host;
+  const all = [...table.served.values()].map((s) => ({ s, detached: false }))
+    .concat([...table.draining].map((s) => ({ s, detached: true })));
+  for (const { s } of all) s.channel.stop();
+  await withDeadline(Promise.all(all.map(({ s }) => s.channel.quiesced())), timeoutMs, 'answering the requests read before the handover')
+    .catch(() => undefined);
+  const handed: HandedMount[] = [];
+  for (const { s, detached } of all) {
+    const left = s.channel.pending;
+    if (left > 0) {
+      if (s.channel.canResend && s.channel.resendUnanswered() === 0) {
+        s.log.warn({ requests: left }, 'requests still waiting for the store at handover were given back to the kernel for the next server');
+      } else {
+        s.log.warn({ requests: left }, 'requests still waiting for the store at handover were answered EIO (this kernel cannot resend them)');
+        s.bridge.answerPending(s.channel, E.EIO);
+      }
+      s.channel.abandonPending();
+    }
+    // Backing ids live in the connection; the successor registers its own.
+    s.bridge.files.releaseBackingIds();
+    // Blocking again, as a server of an earlier version reads it.
+    native.setBlocking(s.devFd, true);
+    handed.push({
+      mountpoint: s.mountpoint, layerDir: layerDirOf(s.location), location: s.location, fd: s.devFd,
+      nodes: s.bridge.exportNodes(), detached, passthrough: s.bridge.passthrough,
+    });
+    s.store.shutdown();
+  }
+  table.served.clear();
+  table.draining.clear();
+  table.aliases.clear();
+  return handed;
+}
+
+/** Serves a mount a predecessor handed over; m.fd is the descriptor as numbered in this process. */
+export async function adoptMount(host: HandoverHost, m: HandedMount, log?: Logger): Promise<void> {
+  const st = fs.fstatSync(m.fd);
+  if (!st.isCharacterDevice() || st.rdev !== FUSE_DEVICE) {
+    throw new Error(`handover: descriptor ${m.fd} for ${m.mountpoint} is not /dev/fuse`);
+  }
+  const location = m.location ?? host.locate(m.layerDir);
+  const l = (log ?? host.log).child({ mountpoint: m.mountpoint, layer: layerDirOf(location) });
+  // The store may be away right now: the layer is served all the same, and its root opened at first use.
+  const root = await openLayerRoot(location).catch((err: unknown) => {
+    l.error({ err }, 'handover: the layer directory cannot be opened now; it will be tried again at the first request');
+    return undefined;
+  });
+  const s = serveLayer(host.serveContext, {
+    devFd: m.fd, rootFd: root?.fd ?? -1, rootInfo: root?.root, location, mountpoint: m.mountpoint, log: l,
+    nodes: m.nodes, passthrough: m.passthrough ?? false,
+  });
+  await s.channel.start(false);
+  if (m.detached) {
+    host.serveUntilGone(s);
+  } else {
+    host.table.served.set(m.mountpoint, s);
+    host.watchGone(s);
+  }
+  l.info({ nodes: s.bridge.nodes.size, reads: s.bridge.passthrough ? 'passthrough' : 'served' }, 'took over layer mount');
+}

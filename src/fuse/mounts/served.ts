@@ -1,0 +1,75 @@
+// One layer being served: its /dev/fuse connection, the bridge that answers it, and its way
+// into the store. Made for a fresh mount or for a connection taken over from another process.
+import path from 'node:path';
+import type { Logger } from '../../log.js';
+import { native } from '../../sys/native.js';
+import { Bridge } from '../bridge.js';
+import { FuseChannel } from '../kernel/transport.js';
+import { LayerFs, type LayerCache } from '../layer-fs.js';
+import type { NodeTableState } from '../node-table.js';
+import type { FuseObserver } from '../observer.js';
+import type { FileBudget } from '../open-files.js';
+import type { EntryInfo } from '../records.js';
+import { StoreAccess, type LayerLocation } from '../store-access.js';
+import type { LayerFsTuning } from '../tuning.js';
+
+export interface Served {
+  readonly mountpoint: string;
+  readonly location: LayerLocation;
+  readonly devFd: number;
+  readonly channel: FuseChannel;
+  readonly bridge: Bridge;
+  readonly store: StoreAccess;
+  readonly log: Logger;
+}
+
+/** What every served layer of a process shares. */
+export interface ServeContext {
+  readonly cache: LayerCache;
+  readonly tuning: LayerFsTuning;
+  readonly observer: FuseObserver;
+  readonly budget: FileBudget;
+}
+
+export interface ServeArgs {
+  devFd: number;
+  /** -1 when the root could not be opened (a handover while the store is away): opened at first use. */
+  rootFd: number;
+  rootInfo: EntryInfo | undefined;
+  location: LayerLocation;
+  mountpoint: string;
+  log: Logger;
+  nodes?: NodeTableState;
+  passthrough?: boolean;
+}
+
+let seq = 0;
+
+export function layerDirOf(loc: LayerLocation): string {
+  return loc.relative === '' ? loc.trusted : path.join(loc.trusted, loc.relative);
+}
+
+export function serveLayer(ctx: ServeContext, a: ServeArgs): Served {
+  const store = new StoreAccess(a.rootFd, a.location, {
+    log: a.log, maxInFlight: ctx.tuning.storeCallsPerLayer, deadlineMs: ctx.tuning.storeDeadlineMs,
+  });
+  const fs = new LayerFs(store, ctx.cache, `${++seq}\0`, a.log, { listDirBytes: ctx.tuning.listDirBytes, prefetchEntries: ctx.tuning.prefetchEntries });
+  const rootInfo: EntryInfo = a.rootInfo ?? { buf: Buffer.alloc(88), at: 0, whiteout: false, opaque: undefined, xattrs: new Map() };
+  const bridge = new Bridge({
+    fs, log: a.log, tuning: ctx.tuning, observer: ctx.observer, devFd: a.devFd, budget: ctx.budget, rootInfo,
+    ...(a.nodes ? { nodes: a.nodes } : {}), ...(a.passthrough !== undefined ? { passthrough: a.passthrough } : {}),
+  });
+  if (!a.rootInfo) bridge.nodes.root.info = undefined;
+  // Files opened below a root that died belong to the dead store: they are opened again.
+  store.onRootDied = () => bridge.files.closeAll();
+  const channel = new FuseChannel(a.devFd, bridge, { log: a.log, observer: ctx.observer });
+  return { mountpoint: a.mountpoint, location: a.location, devFd: a.devFd, channel, bridge, store, log: a.log };
+}
+
+/** Lets go of a layer whose connection ended (or never came to life): descriptors and files. */
+export function finishServed(s: Served): void {
+  s.channel.stop();
+  native.closeFd(s.devFd);
+  s.bridge.files.closeAll();
+  s.store.shutdown();
+}
