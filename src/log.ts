@@ -1,6 +1,7 @@
 // The one logger. Modules take a Logger and bind their own context with child().
+import { createRequire } from 'node:module';
 import { pino, type Logger as PinoLogger, type LevelWithSilent } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 
 export type Logger = PinoLogger;
 export const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -26,6 +27,8 @@ export function defaultLogFormat(): LogFormat {
 export function createLogger(level: LevelWithSilent = 'info', format: LogFormat = defaultLogFormat(), name = 'cvmfs-snapshotter'): Logger {
   const opts = { name, level, base: { pid: process.pid } };
   if (format === 'json') return pino(opts);
+  // Loaded only for people at a terminal: the long-lived processes log JSON and need not carry it.
+  const pretty = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
   // sync: a fatal line written just before process.exit() must not be lost in a buffer.
   return pino(opts, pretty({ sync: true, destination: 1, colorize: process.stdout.isTTY === true }));
 }

@@ -1,80 +1,20 @@
 // The daemon: containerd's Snapshots API on a unix socket, until SIGTERM or SIGINT.
-import { parseArgs } from 'node:util';
-import { createLogger, defaultLogFormat, isLogFormat, isLogLevel, LOG_FORMATS, LOG_LEVELS, type LogFormat, type Logger } from '../log.js';
+import { createLogger, isLogLevel, type Logger } from '../log.js';
+import type { DaemonOptions } from './daemon-args.js';
 import { realpath, mkdir } from 'node:fs/promises';
 import { Snapshotter } from '../snapshotter/snapshotter.js';
 import { StoreLayers } from '../snapshotter/store-layers.js';
 import { LayerStore } from '../layers/store.js';
 import { RemoteLayerMounter } from '../fuse/server/client.js';
 import { spawnDetached } from '../sys/exec.js';
-import { BIN_PATH } from './fuse-server.js';
-import { dirname, join, resolve } from 'node:path';
+import { BIN_PATH, FUSE_SERVER_NODE_FLAGS } from './fuse-server.js';
+import { resolve } from 'node:path';
 import { SocketServer } from '../server/server.js';
 import { snapshotsHandlers } from '../server/service.js';
 import {
   CountingRemoteLayers, createDaemonMetrics, registrySource, startMetricsServer, type MetricsServer,
 } from '../metrics/index.js';
-import { DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEFAULT_ROOT, loadConfig } from './config.js';
-
-export const DAEMON_USAGE = `Usage: cvmfs-snapshotter [options]
-
-Serves containerd's snapshots API as the proxy plugin "cvmfs-snapshotter".
-
-Options:
-  --address SOCK     unix socket to serve on (default ${DEFAULT_ADDRESS})
-  --root DIR         where snapshots and metadata live (default ${DEFAULT_ROOT})
-  --config FILE      TOML config (default ${DEFAULT_CONFIG_PATH}, read when present)
-  --log-level LEVEL  ${LOG_LEVELS.join(', ')} (default info)
-  --fuse-socket SOCK the FUSE server's control socket (default: fuse-server.sock beside --address);
-                     the daemon starts a FUSE server there when none answers
-  --log-format FMT   ${LOG_FORMATS.join(' or ')} (default: pretty on a terminal, json otherwise)
-  --version          print the version
-  --help             print this help
-`;
-
-export interface DaemonOptions {
-  address: string;
-  root: string;
-  configPath: string;
-  configRequired: boolean;
-  logLevel: string;
-  fuseSocket: string;
-  logFormat: LogFormat;
-}
-
-export function parseDaemonArgs(argv: string[]): DaemonOptions | 'help' | 'version' {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      address: { type: 'string' },
-      root: { type: 'string' },
-      config: { type: 'string' },
-      'log-level': { type: 'string' },
-      'fuse-socket': { type: 'string' },
-      'log-format': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean', short: 'v' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) return 'help';
-  if (values.version) return 'version';
-  const logLevel = values['log-level'] ?? 'info';
-  if (!isLogLevel(logLevel)) throw new Error(`--log-level ${logLevel}: expected one of ${LOG_LEVELS.join(', ')}`);
-  const address = values.address ?? DEFAULT_ADDRESS;
-  const logFormat = values['log-format'] ?? defaultLogFormat();
-  if (!isLogFormat(logFormat)) throw new Error(`--log-format ${logFormat}: expected one of ${LOG_FORMATS.join(', ')}`);
-  return {
-    address,
-    fuseSocket: values['fuse-socket'] ?? join(dirname(address), 'fuse-server.sock'),
-    root: values.root ?? DEFAULT_ROOT,
-    configPath: values.config ?? DEFAULT_CONFIG_PATH,
-    configRequired: values.config !== undefined,
-    logLevel,
-    logFormat,
-  };
-}
+import { loadConfig } from './config.js';
 
 export async function runDaemon(opts: DaemonOptions, version: string): Promise<number> {
   if (!isLogLevel(opts.logLevel)) throw new Error(`bad log level ${opts.logLevel}`);
@@ -120,7 +60,7 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
     log: layerLog,
     scope,
     startServer: () => {
-      const pid = spawnDetached(process.execPath, [BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
+      const pid = spawnDetached(process.execPath, [...FUSE_SERVER_NODE_FLAGS, BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
         '--root', scope.root, '--store', scope.store,
         '--cache-entries', String(config.metadataCacheEntries), '--cache-bytes', String(config.metadataCacheBytes),
         '--passthrough', config.fusePassthrough ? 'on' : 'off', '--store-timeout', String(config.storeTimeoutSec)],

@@ -37,6 +37,12 @@ outlives the daemon, so restarting the daemon never breaks a running container.
 `;
 
 export const BIN_PATH = fileURLToPath(new URL('../../../bin/cvmfs-snapshotter', import.meta.url));
+/**
+ * Node flags of the FUSE server process: a small young generation keeps its memory flat while
+ * a walk of a big layer allocates (measured: 82 MB RSS after walking /usr/share with the
+ * default semi-spaces, 61-65 MB with 1 MB ones, at no cost in walk time).
+ */
+export const FUSE_SERVER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
 
 function positiveInt(v: string | undefined, flag: string): number | undefined | string {
   if (v === undefined) return undefined;
@@ -112,7 +118,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     ...(typeof cacheEntries === 'number' ? { cacheEntries } : {}),
     ...(v.root !== undefined && v.store !== undefined ? { scope: { root: resolve(v.root), store: resolve(v.store) } } : {}),
     tuning,
-    successorCommand: [process.execPath, BIN_PATH],
+    successorCommand: [process.execPath, ...FUSE_SERVER_NODE_FLAGS, BIN_PATH],
     // The successor takes the scope from the handover state.
     successorArgs: [
       '--log-level', level,

@@ -1,6 +1,6 @@
 // The command line: the daemon by default, or a subcommand.
 import { readFileSync } from 'node:fs';
-import { DAEMON_USAGE, parseDaemonArgs, runDaemon } from './daemon.js';
+import { DAEMON_USAGE, parseDaemonArgs } from './daemon-args.js';
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -52,5 +52,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (opts === 'help') { process.stdout.write(usage()); return 0; }
   if (opts === 'version') { process.stdout.write(`cvmfs-snapshotter ${version()}\n`); return 0; }
+  // The daemon's modules (gRPC, SQLite, the snapshotter) are loaded only to run it.
+  const { runDaemon } = await import('./daemon.js');
   return runDaemon(opts, version());
 }

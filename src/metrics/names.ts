@@ -1,5 +1,4 @@
 // Metric names and label values shared by the registries of this folder.
-import { status } from '@grpc/grpc-js';
 import { constants } from 'node:os';
 
 /** Every metric of this project starts with this, the default Node process metrics too. */
@@ -29,9 +28,16 @@ const GRPC_CODE_NAMES: Readonly<Record<string, string>> = {
   UNAUTHENTICATED: 'Unauthenticated',
 };
 
-/** "NOT_FOUND" (grpc-js's enum name) → "NotFound"; anything else is "Unknown", so the label stays bounded. */
+/** The codes by number (grpc/status.proto); kept here so that metrics need not load gRPC. */
+const GRPC_CODE_BY_NUMBER: readonly string[] = [
+  'OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED',
+  'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS',
+  'UNAUTHENTICATED',
+];
+
+/** "NOT_FOUND" (grpc-js's enum name) or 5 → "NotFound"; anything else is "Unknown", so the label stays bounded. */
 export function grpcCodeLabel(code: string): string {
-  return GRPC_CODE_NAMES[code] ?? GRPC_CODE_NAMES[status[Number(code)] ?? ''] ?? 'Unknown';
+  return GRPC_CODE_NAMES[code] ?? GRPC_CODE_NAMES[GRPC_CODE_BY_NUMBER[Number(code)] ?? ''] ?? 'Unknown';
 }
 
 const ERRNO_NAMES = new Map<number, string>();

@@ -4,7 +4,7 @@ import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { configFromToml, loadConfig } from '../../src/cli/config.js';
-import { parseDaemonArgs } from '../../src/cli/daemon.js';
+import { parseDaemonArgs } from '../../src/cli/daemon-args.js';
 
 test('defaults are those of the Go CernVM-FS snapshotter', async () => {
   assert.deepEqual(configFromToml({}, 'f'), { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch', metadataCacheEntries: 200_000, metadataCacheBytes: 64 * 1024 * 1024, fusePassthrough: true, storeTimeoutSec: 180 });

@@ -2,7 +2,7 @@
 // (What each format looks like is checked on the real daemon in test/integration/daemon-logs.test.ts.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseDaemonArgs } from '../../src/cli/daemon.js';
+import { parseDaemonArgs } from '../../src/cli/daemon-args.js';
 import { defaultLogFormat } from '../../src/log.js';
 
 test('--log-format takes json or pretty; anything else is refused and the choices named', () => {

@@ -8,7 +8,7 @@ import net from 'node:net';
 import readline from 'node:readline';
 import { SnapshotterError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { createFuseMetrics } from '../../metrics/index.js';
+import { createFuseMetrics } from '../../metrics/fuse-metrics.js';
 import { prepareSocketPath } from '../../server/socket.js';
 import { spawnSuccessor } from '../../sys/exec.js';
 import { poolStats } from '../../sys/native.js';
