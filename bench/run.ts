@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [-- --only pull,first,fs,mem]`:
+// `npm run bench [-- --quick] [-- --only pull,first,fs,mem,container]`:
 // lazy start against overlayfs, and the FUSE layer against a bind mount of the same layer
 // directory and against two peer FUSE servers (go-fuse, libfuse's passthrough_hp), on a private
 // containerd, registry, layer store and daemon (test/helpers). Writes bench/results/latest.json,
@@ -18,6 +18,7 @@ import { ingest } from '../test/helpers/lazy.js';
 import { largeImageLayout, pushLayout, smallImageLayout, type CachedLayout } from './images.js';
 import { STORE_DIR, memLayers } from './fixtures.js';
 import { DaemonLayerMount, downloadedLayers, lazyFirstOutput, lazyPull, logSample, overlayFirstOutput, overlayPull } from './cases.js';
+import { containers } from './container-section.js';
 import { fileSystem } from './fs-section.js';
 import { ensurePeers, PEER_NAMES } from './peers.js';
 import { rssMb } from './proc.js';
@@ -26,7 +27,7 @@ import { log, median, nowMs, summarize } from './stats.js';
 import { fmt, ratioChartSvg, table, targetsTable, writeOutputs } from './report.js';
 
 const BENCH_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
-const SECTIONS = ['pull', 'first', 'fs', 'mem'] as const;
+const SECTIONS = ['pull', 'first', 'fs', 'mem', 'container'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' } } });
@@ -38,6 +39,7 @@ const only = new Set<Section>(requested as Section[]);
 const REPS = quick ? 2 : 5;
 const LARGE_REPS = quick ? 2 : 3;
 const FS_REPS = quick ? 2 : 4;
+const CONTAINER_REPS = quick ? 2 : 4;
 
 const started = nowMs();
 const res = new Results();
@@ -54,7 +56,7 @@ async function imageSizes(store: string, c: CachedLayout): Promise<{ layers: num
   return { layers: c.image.layers.length, unpackedBytes: unpacked, compressedBytes: c.image.layers.reduce((s, l) => s + l.size, 0) };
 }
 
-/** The sections that need containerd: pull, first output. */
+/** The sections that need containerd: pull, first output, containers. */
 async function withContainerd(scope: Scope): Promise<void> {
   const small = await smallImageLayout();
   const large = only.has('pull') ? await largeImageLayout() : undefined;
@@ -113,6 +115,7 @@ async function withContainerd(scope: Scope): Promise<void> {
     ratios.first_output_speedup = median(s.overlayMs) / median(s.lazyMs);
     addRow('pull+run python hello (ms)', s.overlayMs, s.lazyMs, 'overlayfs / lazy', ratios.first_output_speedup);
   }
+  if (only.has('container')) await containers(scope, ctd, daemon, res, { reps: CONTAINER_REPS, ref: smallRef });
   await ctd.stop();
   await daemon.stop();
 }
@@ -176,7 +179,7 @@ async function main(): Promise<void> {
   const scope = await Scope.create('bench');
   let failure: unknown;
   try {
-    if (only.has('pull') || only.has('first')) await withContainerd(scope);
+    if (only.has('pull') || only.has('first') || only.has('container')) await withContainerd(scope);
     if (only.has('fs') || only.has('mem')) {
       const peers = only.has('fs') ? await ensurePeers() : undefined;
       const daemon = await startDaemon(scope, { name: 'daemon-fs', configToml: defaultDaemonConfig(STORE_DIR), logLevel: 'warn' });
