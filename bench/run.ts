@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [-- --only pull,first,fs,mem,container]`:
+// `npm run bench [-- --quick] [-- --only pull,first,fs,mem,container,scale] [-- --layers N]`:
 // lazy start against overlayfs, and the FUSE layer against a bind mount of the same layer
 // directory and against two peer FUSE servers (go-fuse, libfuse's passthrough_hp), on a private
 // containerd, registry, layer store and daemon (test/helpers). Writes bench/results/latest.json,
@@ -23,19 +23,22 @@ import { fileSystem } from './fs-section.js';
 import { ensurePeers, PEER_NAMES } from './peers.js';
 import { rssMb } from './proc.js';
 import { Results } from './results.js';
+import { scale } from './scale-section.js';
 import { log, median, nowMs, summarize } from './stats.js';
 import { fmt, ratioChartSvg, table, targetsTable, writeOutputs } from './report.js';
 
 const BENCH_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
-const SECTIONS = ['pull', 'first', 'fs', 'mem', 'container'] as const;
+const SECTIONS = ['pull', 'first', 'fs', 'mem', 'container', 'scale'] as const;
 type Section = (typeof SECTIONS)[number];
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' } } });
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' }, layers: { type: 'string' } } });
 const quick = values.quick ?? false;
 const requested = values.only?.split(',') ?? [...SECTIONS];
 const unknown = requested.filter((s) => !(SECTIONS as readonly string[]).includes(s));
 if (unknown.length > 0) throw new Error(`--only ${unknown.join(',')}: expected sections among ${SECTIONS.join(', ')}`);
 const only = new Set<Section>(requested as Section[]);
+const SCALE_LAYERS = Number(values.layers ?? 5000);
+if (!Number.isSafeInteger(SCALE_LAYERS) || SCALE_LAYERS < 1) throw new Error(`--layers ${values.layers}: expected a positive integer`);
 const REPS = quick ? 2 : 5;
 const LARGE_REPS = quick ? 2 : 3;
 const FS_REPS = quick ? 2 : 4;
@@ -188,7 +191,7 @@ async function main(): Promise<void> {
       await daemon.stop();
       await daemon.stopFuseServer();
     }
-
+    if (only.has('scale')) await scale(scope, res, { layers: SCALE_LAYERS });
   } catch (err) {
     failure = err;
   }
