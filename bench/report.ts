@@ -113,7 +113,7 @@ export function ratioChartSvg(ratios: Record<string, number | undefined>, peerVa
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect width="100%" height="100%" fill="white"/>`);
   out.push(`<text x="${width / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">${escapeXml(title)}</text>`);
-  out.push(`<text x="${width / 2}" y="36" text-anchor="middle" fill="#555">log scale; black tick = target (issues 4 and 10); product: green = holds, red = misses</text>`);
+  out.push(`<text x="${width / 2}" y="36" text-anchor="middle" fill="#555">log scale; black tick = target (issues 4 and 10); product: green = holds, red = misses, grey = no target</text>`);
   out.push(`<rect x="${width / 2 - 120}" y="45" width="10" height="10" fill="${peerColors.gofuse}"/><text x="${width / 2 - 106}" y="54">go-fuse loopback</text>`);
   out.push(`<rect x="${width / 2 + 10}" y="45" width="10" height="10" fill="${peerColors.passthrough_hp}"/><text x="${width / 2 + 24}" y="54">passthrough_hp</text>`);
   for (const g of [0.1, 0.5, 1, 2, 4, 10, 20, 100]) {
@@ -124,7 +124,7 @@ export function ratioChartSvg(ratios: Record<string, number | undefined>, peerVa
   for (const k of keys) {
     const t = TARGETS.find((tt) => tt.key === k);
     const ok = t === undefined ? undefined : holds(t, ratios);
-    const productColor = ok === undefined ? '#6a8cc7' : ok ? '#4caf50' : '#e04848';
+    const productColor = ok === undefined ? '#9e9e9e' : ok ? '#4caf50' : '#e04848';
     const h = rowH(k);
     out.push(`<text x="${left - 8}" y="${y + h / 2 + 4}" text-anchor="end">${k}</text>`);
     bars(k).forEach((b, i) => {
