@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exec, execOk } from '../src/sys/exec.js';
+import { exec, type ExecOptions, type ExecResult } from '../src/sys/exec.js';
 import { BENCH_CACHE_DIR } from './images.js';
 import { log } from './stats.js';
 
@@ -37,6 +37,16 @@ const HP_CXXFLAGS = ['-std=c++17', '-O2', '-pthread'];
 
 const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({ ...process.env, DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C', ...extra });
 
+/** One build step; its error names the step and quotes the tool's last lines, not the whole command line. */
+async function step(what: string, cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  const r = await exec(cmd, args, opts);
+  if (r.code !== 0) {
+    const out = (r.stderr.trim() || r.stdout.trim()).split('\n').slice(-8).join('\n');
+    throw new Error(`${what} failed (${r.signal ?? `exit ${r.code}`}): ${out}`);
+  }
+  return r;
+}
+
 function short(s: string): string {
   return createHash('sha256').update(s).digest('hex').slice(0, 12);
 }
@@ -57,8 +67,8 @@ async function aptEnsure(packages: readonly string[]): Promise<void> {
   const args = ['-o', 'DPkg::Lock::Timeout=600', 'install', '-y', '-qq', '--no-install-recommends', ...missing];
   const first = await exec('apt-get', args, { env: env(), timeoutMs: 20 * 60_000 });
   if (first.code === 0) return;
-  await execOk('apt-get', ['-o', 'DPkg::Lock::Timeout=600', 'update', '-qq'], { env: env(), timeoutMs: 10 * 60_000 });
-  await execOk('apt-get', args, { env: env(), timeoutMs: 20 * 60_000 });
+  await step('apt-get update', 'apt-get', ['-o', 'DPkg::Lock::Timeout=600', 'update', '-qq'], { env: env(), timeoutMs: 10 * 60_000 });
+  await step(`apt-get install ${missing.join(' ')}`, 'apt-get', args, { env: env(), timeoutMs: 20 * 60_000 });
 }
 
 /** Builds into a temporary directory under PEERS_DIR and renames the binary into place. */
@@ -90,7 +100,7 @@ async function buildGoFuse(): Promise<{ binary: string; built: boolean; buildMs:
     await writeFile(join(pkg, 'main.go'), source);
     await writeFile(join(pkg, 'go.mod'), 'module cvmfsbench/gofuse-loopback\n');
     const out = join(work, 'gofuse-loopback');
-    await execOk('go', ['build', '-o', out, 'cvmfsbench/gofuse-loopback'], {
+    await step('go build of the go-fuse loopback', 'go', ['build', '-o', out, 'cvmfsbench/gofuse-loopback'], {
       cwd: work,
       env: env({ GO111MODULE: 'off', GOPATH: `${work}:/usr/share/gocode`, GOCACHE: join(work, 'gocache'), GOFLAGS: '', CGO_ENABLED: '0', HOME: work }),
       timeoutMs: 15 * 60_000,
@@ -113,10 +123,14 @@ async function buildPassthroughHp(): Promise<{ binary: string; built: boolean; b
     await writeFile(sourcesList, `deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${DEBIAN_MIRROR} bookworm main\n`);
     const apt = ['-o', `Dir::Etc::SourceList=${sourcesList}`, '-o', `Dir::Etc::SourceParts=${parts}`, '-o', `Dir::State::Lists=${lists}`,
       '-o', 'Dir::Cache::pkgcache=', '-o', 'Dir::Cache::srcpkgcache=', '-o', 'APT::Sandbox::User=root'];
-    await execOk('apt-get', [...apt, 'update', '-qq'], { env: env(), timeoutMs: 10 * 60_000 });
+    const update = await step('apt-get update of our deb-src list', 'apt-get', [...apt, 'update', '-qq'], { env: env(), timeoutMs: 10 * 60_000 });
+    // A mirror that cannot be reached is only a warning to apt-get update.
+    if (!(await readdir(lists)).some((f) => f.includes('_source_Sources'))) {
+      throw new Error(`apt-get update fetched no source index from ${DEBIAN_MIRROR}: ${update.stderr.trim().split('\n').slice(-4).join('\n')}`);
+    }
     const srcDir = join(work, 'src');
     await mkdir(srcDir);
-    await execOk('apt-get', [...apt, 'source', '-qq', 'fuse3'], { cwd: srcDir, env: env(), timeoutMs: 10 * 60_000 });
+    await step('apt-get source fuse3', 'apt-get', [...apt, 'source', '-qq', 'fuse3'], { cwd: srcDir, env: env(), timeoutMs: 10 * 60_000 });
     const tree = (await readdir(srcDir, { withFileTypes: true })).find((d) => d.isDirectory() && d.name.startsWith('fuse3-'));
     if (tree === undefined) throw new Error(`apt-get source fuse3 unpacked no fuse3-* directory in ${srcDir}`);
     if (!tree.name.startsWith('fuse3-3.14.')) throw new Error(`apt-get source fuse3 gave ${tree.name}, not libfuse 3.14`);
@@ -125,9 +139,9 @@ async function buildPassthroughHp(): Promise<{ binary: string; built: boolean; b
     const text = await readFile(file, 'utf8');
     if (!text.includes(HP_OPTIONS_FROM)) throw new Error(`passthrough_hp.cc no longer mounts with ${HP_OPTIONS_FROM}; cannot make it read-only and allow_other`);
     await writeFile(file, text.replace(HP_OPTIONS_FROM, HP_OPTIONS_TO));
-    const flags = (await execOk('pkg-config', ['--cflags', '--libs', 'fuse3'])).stdout.trim().split(/\s+/);
+    const flags = (await step('pkg-config fuse3', 'pkg-config', ['--cflags', '--libs', 'fuse3'])).stdout.trim().split(/\s+/);
     const out = join(work, 'passthrough_hp');
-    await execOk('g++', [...HP_CXXFLAGS, '-I', example, file, '-o', out, ...flags], { cwd: example, timeoutMs: 10 * 60_000 });
+    await step('g++ of passthrough_hp.cc', 'g++', [...HP_CXXFLAGS, '-I', example, file, '-o', out, ...flags], { cwd: example, timeoutMs: 10 * 60_000 });
     return out;
   });
 }
