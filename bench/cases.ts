@@ -1,6 +1,5 @@
 // The measured cases. Each returns raw samples; run.ts summarizes and reports them.
 import { closeSync, openSync, readSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execOk } from '../src/sys/exec.js';
 import { CriClient } from '../src/cli/pull-cri.js';
@@ -9,6 +8,7 @@ import { LAYER_DIGEST_LABEL, TARGET_REF_LABEL } from '../src/snapshotter/labels.
 import type { Containerd } from '../test/helpers/containerd.js';
 import { PROXY_SNAPSHOTTER } from '../test/helpers/containerd-config.js';
 import { CRI_NAMESPACE, fuseMountsUnder } from '../test/helpers/lazy.js';
+import { cpuMs } from './proc.js';
 import { dropCaches, log, nowMs, timeExec } from './stats.js';
 
 const HELLO = ['python3', '-c', 'print("hi")'];
@@ -140,11 +140,17 @@ export class DaemonLayerMount {
   }
 }
 
+/** What serves the layer directory: a bind mount, the product's FUSE server, or a peer's. */
+export const SERVERS = ['bind', 'product', 'gofuse', 'passthrough_hp'] as const;
+export type ServerLabel = (typeof SERVERS)[number];
+
 export interface FsTarget {
-  label: 'fuse' | 'bind';
+  label: ServerLabel;
   dir: () => string;
-  /** Makes the next access cold: for FUSE a fresh mount (fresh daemon caches); then drop the kernel's caches. */
+  /** Makes the next access cold: a FUSE server gets a fresh mount (fresh caches); then the kernel's caches are dropped. */
   makeCold: () => Promise<void>;
+  /** The FUSE server's process, whose CPU time a cold walk costs; none for a bind mount. */
+  serverPid?: () => Promise<number | undefined>;
 }
 
 /** MB/s of `dd` reading the whole file. */
@@ -177,6 +183,8 @@ export interface FsSamples {
   randColdIops: number[];
   randWarmIops: number[];
   walkColdMs: number[];
+  /** CPU time (utime+stime) of the FUSE server process during the cold walk. */
+  walkColdServerCpuMs: number[];
   walkWarmMs: number[];
   /** Walk with the kernel's caches dropped but the FUSE mount (and the daemon's cache) kept. */
   walkDropOnlyMs: number[];
@@ -185,7 +193,7 @@ export interface FsSamples {
 }
 
 export function emptyFsSamples(): FsSamples {
-  return { seqColdMBps: [], seqWarmMBps: [], randColdIops: [], randWarmIops: [], walkColdMs: [], walkWarmMs: [], walkDropOnlyMs: [], pythonColdMs: [], pythonWarmMs: [] };
+  return { seqColdMBps: [], seqWarmMBps: [], randColdIops: [], randWarmIops: [], walkColdMs: [], walkColdServerCpuMs: [], walkWarmMs: [], walkDropOnlyMs: [], pythonColdMs: [], pythonWarmMs: [] };
 }
 
 export interface FsLayout { bigFile: string; bigBytes: number; randCold: number; randWarm: number }
@@ -205,7 +213,10 @@ export async function fsRound(t: FsTarget, s: FsSamples, l: FsLayout): Promise<v
 
   const walk = (): Promise<{ ms: number }> => timeExec('sh', ['-c', 'find "$1" -printf "%s %m %n\\n" > /dev/null', 'sh', t.dir()]);
   await t.makeCold();
+  const pid = await t.serverPid?.();
+  const cpu0 = pid === undefined ? undefined : await cpuMs(pid);
   s.walkColdMs.push((await walk()).ms);
+  if (pid !== undefined && cpu0 !== undefined) s.walkColdServerCpuMs.push((await cpuMs(pid)) - cpu0);
   await walk();
   s.walkWarmMs.push((await walk()).ms);
   await dropCaches();
@@ -225,14 +236,6 @@ export async function fsRound(t: FsTarget, s: FsSamples, l: FsLayout): Promise<v
 export async function countEntries(dir: string): Promise<number> {
   const r = await execOk('sh', ['-c', 'find "$1" | wc -l', 'sh', dir]);
   return Number(r.stdout.trim());
-}
-
-/** Resident set size of pid in MiB, from /proc/PID/status VmRSS. */
-export async function rssMb(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  if (m === null) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Number(m[1]) / 1024;
 }
 
 export function logSample(what: string, v: number, unit: string): void {

@@ -82,3 +82,17 @@ export async function memLayers(): Promise<string[]> {
   }
   return out;
 }
+
+export const scaleLayerDigest = (i: number): string => fakeDigest(`scale layer ${i} v1`);
+export const SCALE_FILE = 'hello';
+
+/** n tiny layers (one file each), for one FUSE server to hold thousands of idle mounts. */
+export async function scaleLayers(n: number): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const digest = scaleLayerDigest(i);
+    await ensureLayer(digest, async (dir) => { writeFileSync(join(dir, SCALE_FILE), `scale layer ${i}\n`); });
+    out.push(digest);
+  }
+  return out;
+}

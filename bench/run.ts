@@ -1,8 +1,8 @@
-// `npm run bench [-- --quick] [-- --only pull,first,fs,mem]`: lazy start against overlayfs, and
-// the FUSE layer against a bind mount of the same layer directory, on a private containerd,
-// registry, layer store and daemon (test/helpers). Writes bench/results/latest.json, the ratio
-// chart and the results section of bench/README.md, and prints a table.
-import { statSync } from 'node:fs';
+// `npm run bench [-- --quick] [-- --only pull,first,fs,mem,container,scale] [-- --layers N]`:
+// lazy start against overlayfs, and the FUSE layer against a bind mount of the same layer
+// directory and against two peer FUSE servers (go-fuse, libfuse's passthrough_hp), on a private
+// containerd, registry, layer store and daemon (test/helpers). Writes bench/results/latest.json,
+// the ratio chart and the results section of bench/README.md, and prints the tables.
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { writeFile } from 'node:fs/promises';
@@ -16,36 +16,38 @@ import { startContainerd } from '../test/helpers/containerd.js';
 import { defaultDaemonConfig, startDaemon, type Daemon } from '../test/helpers/daemon.js';
 import { ingest } from '../test/helpers/lazy.js';
 import { largeImageLayout, pushLayout, smallImageLayout, type CachedLayout } from './images.js';
-import { BIG_FILE, BIG_FILE_BYTES, FUSE_LAYER_DIGEST, STORE_DIR, fuseLayer, memLayers } from './fixtures.js';
-import {
-  DaemonLayerMount, countEntries, downloadedLayers, emptyFsSamples, fsRound, lazyFirstOutput, lazyPull, logSample,
-  overlayFirstOutput, overlayPull, rssMb, type FsSamples, type FsTarget,
-} from './cases.js';
-import { dropCaches, log, median, nowMs, summarize, type Summary } from './stats.js';
-import { cell, fmt, ratioChartSvg, table, targetsTable, writeOutputs } from './report.js';
+import { STORE_DIR, memLayers } from './fixtures.js';
+import { DaemonLayerMount, downloadedLayers, lazyFirstOutput, lazyPull, logSample, overlayFirstOutput, overlayPull } from './cases.js';
+import { containers } from './container-section.js';
+import { fileSystem } from './fs-section.js';
+import { ensurePeers, PEER_NAMES } from './peers.js';
+import { rssMb } from './proc.js';
+import { Results } from './results.js';
+import { scale } from './scale-section.js';
+import { log, median, nowMs, summarize } from './stats.js';
+import { fmt, ratioChartSvg, table, targetsTable, writeOutputs } from './report.js';
 
 const BENCH_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
-const SECTIONS = ['pull', 'first', 'fs', 'mem'] as const;
+const SECTIONS = ['pull', 'first', 'fs', 'mem', 'container', 'scale'] as const;
 type Section = (typeof SECTIONS)[number];
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' } } });
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' }, layers: { type: 'string' } } });
 const quick = values.quick ?? false;
-const only = new Set<Section>((values.only?.split(',') ?? [...SECTIONS]).filter((s): s is Section => (SECTIONS as readonly string[]).includes(s)));
+const requested = values.only?.split(',') ?? [...SECTIONS];
+const unknown = requested.filter((s) => !(SECTIONS as readonly string[]).includes(s));
+if (unknown.length > 0) throw new Error(`--only ${unknown.join(',')}: expected sections among ${SECTIONS.join(', ')}`);
+const only = new Set<Section>(requested as Section[]);
+const SCALE_LAYERS = Number(values.layers ?? 5000);
+if (!Number.isSafeInteger(SCALE_LAYERS) || SCALE_LAYERS < 1) throw new Error(`--layers ${values.layers}: expected a positive integer`);
 const REPS = quick ? 2 : 5;
 const LARGE_REPS = quick ? 2 : 3;
 const FS_REPS = quick ? 2 : 4;
+const CONTAINER_REPS = quick ? 2 : 4;
 
 const started = nowMs();
-const raw: Record<string, unknown> = {};
-const ratios: Record<string, number | undefined> = {};
-const rows: string[][] = [];
-const notes: string[] = [];
-
-function addRow(what: string, a: number[] | undefined, b: number[] | undefined, unit: string, ratio: number | undefined): void {
-  const sa: Summary | undefined = a && a.length > 0 ? summarize(a) : undefined;
-  const sb: Summary | undefined = b && b.length > 0 ? summarize(b) : undefined;
-  rows.push([what, cell(sa), cell(sb), unit, fmt(ratio)]);
-}
+const res = new Results();
+const { raw, ratios, notes } = res;
+const addRow = res.addRow.bind(res);
 
 async function imageSizes(store: string, c: CachedLayout): Promise<{ layers: number; unpackedBytes: number; compressedBytes: number }> {
   let unpacked = 0;
@@ -57,7 +59,8 @@ async function imageSizes(store: string, c: CachedLayout): Promise<{ layers: num
   return { layers: c.image.layers.length, unpackedBytes: unpacked, compressedBytes: c.image.layers.reduce((s, l) => s + l.size, 0) };
 }
 
-async function pullAndFirstOutput(scope: Scope): Promise<void> {
+/** The sections that need containerd: pull, first output, containers. */
+async function withContainerd(scope: Scope): Promise<void> {
   const small = await smallImageLayout();
   const large = only.has('pull') ? await largeImageLayout() : undefined;
   const registry = await startRegistry(scope);
@@ -115,85 +118,9 @@ async function pullAndFirstOutput(scope: Scope): Promise<void> {
     ratios.first_output_speedup = median(s.overlayMs) / median(s.lazyMs);
     addRow('pull+run python hello (ms)', s.overlayMs, s.lazyMs, 'overlayfs / lazy', ratios.first_output_speedup);
   }
+  if (only.has('container')) await containers(scope, ctd, daemon, res, { reps: CONTAINER_REPS, ref: smallRef });
   await ctd.stop();
   await daemon.stop();
-}
-
-async function fileSystem(scope: Scope, daemon: Daemon): Promise<void> {
-  const layerDir = await fuseLayer();
-  const client = new SnapshotsClient(daemon.socket);
-  const fuse = new DaemonLayerMount(client, daemon.root, 'bench-fuse-layer', FUSE_LAYER_DIGEST);
-  const bindDir = await scope.mkdir('bind');
-  try {
-    await fuse.register();
-    await fuse.mount();
-    await execOk('mount', ['--bind', layerDir, bindDir]);
-    await execOk('mount', ['-o', 'remount,bind,ro', bindDir]);
-    const entries = await countEntries(bindDir);
-    const dirs = Number((await execOk('sh', ['-c', 'find "$1" -type d | wc -l', 'sh', bindDir])).stdout.trim());
-    const fuseEntries = await countEntries(fuse.mountpoint);
-    if (entries !== fuseEntries) throw new Error(`find sees ${fuseEntries} entries over FUSE but ${entries} over the bind mount`);
-    // One FUSE round trip, isolated: stat() of names that do not exist (uncached negative lookups).
-    const lookupUs = (dir: string, tag: string): number => {
-      const n = 5000;
-      const t = nowMs();
-      for (let i = 0; i < n; i++) { try { statSync(join(dir, `absent-${tag}-${i}`)); } catch { /* ENOENT expected */ } }
-      return ((nowMs() - t) * 1000) / n;
-    };
-    const lookup = { fuseUs: [] as number[], bindUs: [] as number[] };
-    for (let i = 0; i < FS_REPS; i++) {
-      lookup.fuseUs.push(lookupUs(fuse.mountpoint, `${Date.now()}-${i}`));
-      lookup.bindUs.push(lookupUs(bindDir, `${Date.now()}-${i}`));
-    }
-    raw.lookup_missing_name = lookup;
-    addRow('stat() of a missing name: one lookup round trip (µs)', lookup.bindUs, lookup.fuseUs, 'bind / FUSE', median(lookup.fuseUs) / median(lookup.bindUs));
-    let remounted = 0;
-    const fuseTarget: FsTarget = {
-      label: 'fuse',
-      dir: () => fuse.mountpoint,
-      makeCold: async () => {
-        await fuse.unmount();
-        if (!fuse.isMounted()) remounted++;
-        await fuse.mount();
-        await dropCaches();
-      },
-    };
-    const bindTarget: FsTarget = { label: 'bind', dir: () => bindDir, makeCold: dropCaches };
-    const s: Record<'fuse' | 'bind', FsSamples> = { fuse: emptyFsSamples(), bind: emptyFsSamples() };
-    const layout = { bigFile: BIG_FILE, bigBytes: BIG_FILE_BYTES, randCold: quick ? 2000 : 4000, randWarm: 20000 };
-    for (let i = 0; i < FS_REPS; i++) {
-      for (const t of i % 2 === 0 ? [fuseTarget, bindTarget] : [bindTarget, fuseTarget]) {
-        await fsRound(t, s[t.label], layout);
-        log(`fs round ${i + 1}/${FS_REPS} ${t.label}: seq cold ${fmt(s[t.label].seqColdMBps.at(-1))} MB/s, walk cold ${fmt(s[t.label].walkColdMs.at(-1))} ms, warm ${fmt(s[t.label].walkWarmMs.at(-1))} ms`);
-      }
-    }
-    if (remounted === 0) notes.push('The FUSE layer stayed mounted when its View was removed, so "cold" FUSE samples had a warm daemon cache.');
-    raw.fs = { entries, directories: dirs, bigFileBytes: BIG_FILE_BYTES, fuseRemountedForCold: remounted > 0, samples: s };
-    const m = (k: keyof FsSamples, l: 'fuse' | 'bind'): number => median(s[l][k]);
-    ratios.seq_read_cold_ratio = m('seqColdMBps', 'fuse') / m('seqColdMBps', 'bind');
-    ratios.seq_read_warm_ratio = m('seqWarmMBps', 'fuse') / m('seqWarmMBps', 'bind');
-    ratios.walk_cold_ratio = m('walkColdMs', 'fuse') / m('walkColdMs', 'bind');
-    ratios.walk_warm_ratio = m('walkWarmMs', 'fuse') / m('walkWarmMs', 'bind');
-    ratios.rand_4k_cold_ratio = m('randColdIops', 'fuse') / m('randColdIops', 'bind');
-    ratios.rand_4k_warm_ratio = m('randWarmIops', 'fuse') / m('randWarmIops', 'bind');
-    ratios.python_chroot_cold_ratio = m('pythonColdMs', 'fuse') / m('pythonColdMs', 'bind');
-    ratios.python_chroot_warm_ratio = m('pythonWarmMs', 'fuse') / m('pythonWarmMs', 'bind');
-    const add = (what: string, k: keyof FsSamples, unit: string, r: number | undefined): void => addRow(what, s.bind[k], s.fuse[k], unit, r);
-    add('seq read 512 MiB cold (MB/s)', 'seqColdMBps', 'bind / FUSE', ratios.seq_read_cold_ratio);
-    add('seq read 512 MiB warm (MB/s)', 'seqWarmMBps', 'bind / FUSE', ratios.seq_read_warm_ratio);
-    add('random 4 KiB reads cold (reads/s)', 'randColdIops', 'bind / FUSE', ratios.rand_4k_cold_ratio);
-    add('random 4 KiB reads warm (reads/s)', 'randWarmIops', 'bind / FUSE', ratios.rand_4k_warm_ratio);
-    add(`find+stat ${entries} entries cold (ms)`, 'walkColdMs', 'bind / FUSE', ratios.walk_cold_ratio);
-    add(`find+stat ${entries} entries warm (ms)`, 'walkWarmMs', 'bind / FUSE', ratios.walk_warm_ratio);
-    ratios.walk_drop_only_ratio = m('walkDropOnlyMs', 'fuse') / m('walkDropOnlyMs', 'bind');
-    add(`find+stat, kernel caches dropped, daemon cache warm (ms)`, 'walkDropOnlyMs', 'bind / FUSE', ratios.walk_drop_only_ratio);
-    add('chroot python hello cold (ms)', 'pythonColdMs', 'bind / FUSE', ratios.python_chroot_cold_ratio);
-    add('chroot python hello warm (ms)', 'pythonWarmMs', 'bind / FUSE', ratios.python_chroot_warm_ratio);
-  } finally {
-    await execOk('umount', [bindDir]).catch(() => undefined);
-    await fuse.remove().catch(() => undefined);
-    client.close();
-  }
 }
 
 async function memory(daemon: Daemon): Promise<void> {
@@ -243,7 +170,7 @@ async function memory(daemon: Daemon): Promise<void> {
     ratios.rss_100_layers_mb = fuseRss.layers_100;
     ratios.rss_100_layers_with_daemon_mb = rss.layers_100;
     ratios.rss_100_layers_cache_full_mb = fuseRss.layers_100_cache_full;
-    rows.push(['daemon + FUSE server RSS idle / 1 / 10 / 100 layers / +cache full (MiB)', [rss.idle, rss.layers_1, rss.layers_10, rss.layers_100, rss.layers_100_cache_full].map((x) => fmt(x)).join(' / '), '', 'MiB', '']);
+    res.rows.push(['daemon + FUSE server RSS idle / 1 / 10 / 100 layers / +cache full (MiB)', [rss.idle, rss.layers_1, rss.layers_10, rss.layers_100, rss.layers_100_cache_full].map((x) => fmt(x)).join(' / '), '', 'MiB', '']);
   } finally {
     for (const m of mounts) await m.remove().catch(() => undefined);
     client.close();
@@ -255,13 +182,16 @@ async function main(): Promise<void> {
   const scope = await Scope.create('bench');
   let failure: unknown;
   try {
-    if (only.has('pull') || only.has('first')) await pullAndFirstOutput(scope);
+    if (only.has('pull') || only.has('first') || only.has('container')) await withContainerd(scope);
     if (only.has('fs') || only.has('mem')) {
+      const peers = only.has('fs') ? await ensurePeers() : undefined;
       const daemon = await startDaemon(scope, { name: 'daemon-fs', configToml: defaultDaemonConfig(STORE_DIR), logLevel: 'warn' });
       if (only.has('mem')) await memory(daemon);
-      if (only.has('fs')) await fileSystem(scope, daemon);
+      if (peers) await fileSystem(scope, daemon, res, { reps: FS_REPS, quick, peers });
       await daemon.stop();
+      await daemon.stopFuseServer();
     }
+    if (only.has('scale')) await scale(scope, res, { layers: SCALE_LAYERS });
   } catch (err) {
     failure = err;
   }
@@ -275,6 +205,7 @@ async function main(): Promise<void> {
   const machine = { cores: cpus().length, cpu: cpus()[0]?.model ?? '', kernel: release(), memoryGiB: Math.round(totalmem() / 2 ** 30), loadavgAtEnd: loadavg() };
   const json = {
     ...Object.fromEntries(Object.entries(ratios).filter(([, v]) => v !== undefined)),
+    peers: res.peers,
     date: new Date().toISOString(),
     quick,
     sections: [...only],
@@ -283,14 +214,20 @@ async function main(): Promise<void> {
     notes,
     samples: raw,
   };
-  const resultsTable = table(['case', 'baseline: median ±MAD [min..max]', 'candidate: median ±MAD [min..max]', 'baseline / candidate', 'ratio'], rows);
+  const resultsTable = table(['case', 'baseline: median ±MAD [min..max]', 'candidate: median ±MAD [min..max]', 'ratio is', 'ratio'], res.rows);
+  const peersTable = res.peerRows.length === 0 ? [] : [
+    'File system cases, the same layer directory served four ways; median ±MAD, (xN) = ratio to bind\'s median (times: x2 = twice as slow; throughputs: 0.5 = half as fast).',
+    '',
+    table(['case', 'bind (read-only)', 'product', 'go-fuse loopback', 'passthrough_hp'], res.peerRows),
+    '',
+  ];
   const md = [
     `Run of ${json.date.slice(0, 16).replace('T', ' ')} UTC${quick ? ' (--quick)' : ''}, ${machine.cores} cores (${machine.cpu}), kernel ${machine.kernel}, ${json.durationS} s.`,
     '',
     targetsTable(ratios),
     '',
-    resultsTable,
-    '',
+    ...peersTable,
+    ...(res.rows.length === 0 ? [] : [resultsTable, '']),
     ...notes.map((n) => `Note: ${n}`),
   ].join('\n');
   const partial = only.size < SECTIONS.length;
@@ -301,7 +238,11 @@ async function main(): Promise<void> {
     process.stdout.write(`\n${md}\n\nwrote ${file} (partial run: latest.json and the README are left alone)\n`);
     return;
   }
-  await writeOutputs(BENCH_DIR, json, ratioChartSvg(ratios, `cvmfs-snapshotter bench ${json.date.slice(0, 10)}${quick ? ' (quick)' : ''}`), md);
+  const peerValue = (key: string, peer: (typeof PEER_NAMES)[number]): number | undefined => {
+    const c = res.peers[key.replace(/_ratio$/, '')] as Record<string, { ratio?: number } | undefined> | undefined;
+    return c?.[peer]?.ratio;
+  };
+  await writeOutputs(BENCH_DIR, json, ratioChartSvg(ratios, peerValue, `cvmfs-snapshotter bench ${json.date.slice(0, 10)}${quick ? ' (quick)' : ''}`), md);
   process.stdout.write(`\n${md}\n\nwrote bench/results/latest.json, bench/results/ratios.svg\n`);
 }
 
