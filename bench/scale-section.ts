@@ -4,7 +4,7 @@
 // mount and unmount and works unchanged with any server that keeps the contract. A server that
 // cannot take them all is a result, not a crash: the case reports how far it got and the error.
 // Every mount is taken down at the end, by the server if it still answers, else by umount.
-import { stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RemoteLayerMounter } from '../src/fuse/server/client.js';
 import { silentLogger } from '../src/log.js';
@@ -40,7 +40,9 @@ export async function scale(scope: Scope, res: Results, o: ScaleOptions): Promis
   if (pid === undefined) throw new Error(`no FUSE server pid file at ${daemon.fuseSocket}.pid`);
   // The daemon has connected to the server; it must not matter that we are a second client.
   const mounter = new RemoteLayerMounter({ socket: daemon.fuseSocket, log: silentLogger(), startServer: () => undefined, startTimeoutMs: 5000 });
-  const base = await scope.mkdir('scale');
+  // The server mounts only below the daemon's root (its scope), as the daemon itself does.
+  const base = join(daemon.root, 'scale');
+  await mkdir(base, { recursive: true });
   const mounted: string[] = [];
   let error: string | undefined;
   let mountMs = 0;

@@ -13,13 +13,16 @@ import {
 } from './doctor/gather.js';
 import { checkDevFuse, checkFilesystem, checkKernel, checkLibfuse, checkUser } from './doctor/host.js';
 import { checkConfig, checkStore } from './doctor/store.js';
+import { checkReadMode } from './doctor/read-mode.js';
+import { probeReadMode } from './doctor/read-mode-probe.js';
 
 export const DEFAULT_CONTAINERD_CONFIG = '/etc/containerd/config.toml';
 
 const USAGE = `Usage: cvmfs-snapshotter doctor [options]
 
 Checks this node for what the snapshotter needs: /dev/fuse and libfuse2, overlayfs and the
-kernel, the config and the layer store, containerd's config (the proxy plugin and the CRI
+kernel, whether layer files are read through FUSE passthrough (a probe mount, as root), the
+config and the layer store, containerd's config (the proxy plugin and the CRI
 settings), the daemon's socket and root. Prints one line per finding (ok, warn, FAIL) with what
 to do; exits 1 if anything failed, 0 otherwise (warnings alone do not fail).
 
@@ -52,12 +55,19 @@ export async function runChecks(o: DoctorOptions): Promise<Finding[]> {
     gatherDaemon(o.address),
     gatherRoot(o.root),
   ]);
+  // After the store probe: a file of its sample layer shows whether the kernel passes reads through.
+  const readMode = await probeReadMode({
+    enabled: config.state === 'ok' ? config.fusePassthrough : true,
+    ...(config.state === 'ok' ? { store: config.storeRoot } : {}),
+    ...(store?.state === 'layer' ? { sampleLayer: store.path } : {}),
+  });
   return [
     checkUser(process.getuid?.() ?? -1),
     checkDevFuse(devFuse),
     checkLibfuse(lib),
     ...filesystems.map(checkFilesystem),
     checkKernel(release()),
+    checkReadMode(readMode, release()),
     checkConfig(config),
     ...(store ? checkStore(config, store) : []),
     checkContainerdBinary(ctdBinary),

@@ -6,6 +6,7 @@ import { exitCode, finding, formatFinding, octal } from '../../src/cli/doctor/fi
 import {
   checkDevFuse, checkFilesystem, checkKernel, checkLibfuse, checkUser, kernelVersion, ldconfigPaths, moduleListed, procFilesystems,
 } from '../../src/cli/doctor/host.js';
+import { checkReadMode } from '../../src/cli/doctor/read-mode.js';
 import { checkConfig, checkStore, type ConfigFacts } from '../../src/cli/doctor/store.js';
 import { checkDaemon, checkRoot, type DaemonFacts } from '../../src/cli/doctor/daemon.js';
 
@@ -82,7 +83,7 @@ test('the kernel must be 4.13 or newer', () => {
   assert.equal(checkUser(1000).level, 'warn');
 });
 
-const config: ConfigFacts = { state: 'ok', file: '/etc/c.toml', fromFile: true, repository: 'unpacked.cern.ch', storeRoot: '/cvmfs/unpacked.cern.ch' };
+const config: ConfigFacts = { state: 'ok', file: '/etc/c.toml', fromFile: true, repository: 'unpacked.cern.ch', storeRoot: '/cvmfs/unpacked.cern.ch', fusePassthrough: true };
 
 test('the config: read, defaulted, or broken', () => {
   assert.equal(checkConfig(config).message, '/etc/c.toml: repository unpacked.cern.ch, store /cvmfs/unpacked.cern.ch');
@@ -163,4 +164,19 @@ test('the root directory', () => {
   assert.equal(root(0o40700, 1000).level, 'fail');
   assert.equal(checkRoot({ root: '/var/lib/c', dir: { state: 'missing' }, metadataDb: false }).level, 'warn');
   assert.equal(checkRoot({ root: '/var/lib/c', dir: { state: 'present', kind: 'file', mode: 0o100600, uid: 0 }, metadataDb: false }).level, 'fail');
+});
+
+test('read mode: passthrough on the store, refused by the store\'s filesystem, not offered, turned off, not probed', () => {
+  const ok = checkReadMode({ state: 'probed', kernel: true, storeFile: { path: '/s/f', passthrough: true } }, '6.18.0');
+  assert.equal(ok.level, 'ok');
+  assert.match(ok.message, /straight from the store.*\/s\/f/);
+  const stacked = checkReadMode({ state: 'probed', kernel: true, storeFile: { path: '/s/f', passthrough: false, refusedWith: 'ELOOP' } }, '6.18.0');
+  assert.equal(stacked.level, 'warn');
+  assert.match(stacked.message, /stacked.*served by the FUSE server/);
+  const old = checkReadMode({ state: 'probed', kernel: false }, '6.1.0');
+  assert.equal(old.level, 'warn');
+  assert.match(old.message, /6\.1\.0 does not offer FUSE passthrough \(Linux 6\.9 or later does\)/);
+  assert.equal(checkReadMode({ state: 'disabled' }, '6.18.0').level, 'ok');
+  assert.match(checkReadMode({ state: 'skipped', why: 'mounting needs root' }, '6.18.0').message, /run doctor as root/);
+  assert.equal(checkReadMode({ state: 'probe-failed', error: 'x' }, '6.18.0').level, 'warn');
 });

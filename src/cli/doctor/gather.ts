@@ -108,7 +108,7 @@ export async function gatherConfig(file: string, required: boolean): Promise<Con
   }
   try {
     const c = await loadConfig(file, required);
-    return { state: 'ok', file, fromFile: present, repository: c.repository, storeRoot: c.absoluteMountpoint };
+    return { state: 'ok', file, fromFile: present, repository: c.repository, storeRoot: c.absoluteMountpoint, fusePassthrough: c.fusePassthrough };
   } catch (err) {
     return { state: 'error', file, error: err instanceof Error ? err.message : String(err) };
   }

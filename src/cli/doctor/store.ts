@@ -5,7 +5,7 @@ import { finding, type Finding } from './findings.js';
 
 export type ConfigFacts =
   | { state: 'error'; file: string; error: string }
-  | { state: 'ok'; file: string; fromFile: boolean; repository: string; storeRoot: string };
+  | { state: 'ok'; file: string; fromFile: boolean; repository: string; storeRoot: string; fusePassthrough: boolean };
 
 /** What walking the store found, stopping at the first sample layer that can be listed. */
 export type StoreProbe =
