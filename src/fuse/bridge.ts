@@ -59,6 +59,11 @@ export class Bridge implements FuseHandler {
   private readonly opening = new Map<Node, ((errno: number, f: OpenFile | undefined) => void)[]>();
   /** Reads go straight to the store's files (settled by INIT). */
   passthrough: boolean;
+  /**
+   * The layer has no xattr at all and no opaque directory (xattr-census.ts): GETXATTR and
+   * LISTXATTR answer ENOSYS, and the kernel stops asking this connection.
+   */
+  xattrFree = false;
   private fallbackLogged = false;
 
   constructor(o: BridgeOptions) {
@@ -306,6 +311,7 @@ export class Bridge implements FuseHandler {
   }
 
   private getxattr(req: FuseRequest, ch: FuseChannel, node: Node): void {
+    if (this.xattrFree) return this.fail(req, ch, E.ENOSYS);
     const size = req.body.readUInt32LE(0);
     const raw = readCString(req.body, 8);
     const name = raw ? raw.toString('latin1', 0, raw.length) : '';
@@ -333,6 +339,7 @@ export class Bridge implements FuseHandler {
   }
 
   private listxattr(req: FuseRequest, ch: FuseChannel, node: Node): void {
+    if (this.xattrFree) return this.fail(req, ch, E.ENOSYS);
     const size = req.body.readUInt32LE(0);
     this.withInfo(req, ch, node, (info) => {
       if (info.whiteout) return this.sized(req, ch, Buffer.alloc(0), size);

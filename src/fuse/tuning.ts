@@ -22,6 +22,11 @@ export interface LayerFsTuning {
   listDirBytes: number;
   /** Entries of subdirectories listed along with a directory, ahead of their own READDIR (0: none). */
   prefetchEntries: number;
+  /**
+   * Entries a background census may list to learn that a layer has no xattr at all (then the
+   * kernel is told to stop asking for them); 0 turns the census off.
+   */
+  censusEntries: number;
   /** Store files held open (or registered for passthrough) by the whole process. */
   openFiles: number;
   /** Threads of the store pool, before stuck ones are replaced. */
@@ -41,6 +46,7 @@ export const DEFAULT_TUNING: Readonly<LayerFsTuning> = {
   storeDeadlineMs: 180_000,
   listDirBytes: 16 * 1024,
   prefetchEntries: 512,
+  censusEntries: 200_000,
   openFiles: 4096,
   poolThreads: 32,
 };

@@ -10,7 +10,7 @@ import { native } from '../../sys/native.js';
 import { E } from '../kernel/errno.js';
 import type { NodeTableState } from '../node-table.js';
 import { openLayerRoot, type LayerLocation } from '../store-access.js';
-import { layerDirOf, serveLayer, type ServeContext, type Served } from './served.js';
+import { layerDirOf, serveLayer, startCensus, type ServeContext, type Served } from './served.js';
 import { withDeadline, type MountTable } from './table.js';
 
 /** /dev/fuse is character device 10:229 (glibc's dev_t encoding). */
@@ -30,6 +30,8 @@ export interface HandedMount {
   readonly detached: boolean;
   /** Whether the connection's INIT settled on passthrough (absent: it did not). */
   readonly passthrough?: boolean;
+  /** The layer is known to have no xattr (the kernel may already have been told). */
+  readonly xattrFree?: boolean;
 }
 
 /** What handover needs of the mounter. */
@@ -71,8 +73,9 @@ export async function drainForHandover(host: HandoverHost, timeoutMs: number): P
     native.setBlocking(s.devFd, true);
     handed.push({
       mountpoint: s.mountpoint, layerDir: layerDirOf(s.location), location: s.location, fd: s.devFd,
-      nodes: s.bridge.exportNodes(), detached, passthrough: s.bridge.passthrough,
+      nodes: s.bridge.exportNodes(), detached, passthrough: s.bridge.passthrough, xattrFree: s.bridge.xattrFree,
     });
+    s.census.stop();
     s.store.shutdown();
   }
   table.served.clear();
@@ -96,9 +99,10 @@ export async function adoptMount(host: HandoverHost, m: HandedMount, log?: Logge
   });
   const s = serveLayer(host.serveContext, {
     devFd: m.fd, rootFd: root?.fd ?? -1, rootInfo: root?.root, location, mountpoint: m.mountpoint, log: l,
-    nodes: m.nodes, passthrough: m.passthrough ?? false,
+    nodes: m.nodes, passthrough: m.passthrough ?? false, xattrFree: m.xattrFree === true,
   });
   await s.channel.start(false);
+  startCensus(s, host.serveContext.tuning);
   if (m.detached) {
     host.serveUntilGone(s);
   } else {

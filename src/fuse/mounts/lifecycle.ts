@@ -20,7 +20,7 @@ import { HIDDEN_XATTRS } from '../xattr-filter.js';
 import { checkCapacity, openFileLimit } from './capacity.js';
 import { adoptMount, drainForHandover, type HandedMount, type HandoverHost } from './handover.js';
 import { reconcileMounts, type ReconcileHost, type ReconcileReport } from './reconcile.js';
-import { finishServed, layerDirOf, serveLayer, type ServeContext, type Served } from './served.js';
+import { finishServed, layerDirOf, serveLayer, startCensus, type ServeContext, type Served } from './served.js';
 import { MountTable, canonicalMountpoint, errorText, withDeadline, type MounterCounters } from './table.js';
 
 export type { UnmountOutcome } from '../unmount.js';
@@ -323,6 +323,7 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
     this.table.served.set(mp, s);
     this.table.count.mounts++;
     this.watchGone(s);
+    startCensus(s, this.ctx.tuning);
     if (!s.bridge.passthrough && this.ctx.tuning.readAheadKb > 0) {
       const dev = (await readMountInfo()).find((m) => m.mountPoint === mp)?.majorMinor;
       // Only speed is at stake: a kernel without the knob still serves the layer.

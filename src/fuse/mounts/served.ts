@@ -12,9 +12,11 @@ import type { FileBudget } from '../open-files.js';
 import type { EntryInfo } from '../records.js';
 import { StoreAccess, type LayerLocation } from '../store-access.js';
 import type { LayerFsTuning } from '../tuning.js';
+import { XattrCensus } from '../xattr-census.js';
 
 export interface Served {
   readonly mountpoint: string;
+  readonly census: XattrCensus;
   readonly location: LayerLocation;
   readonly devFd: number;
   readonly channel: FuseChannel;
@@ -41,6 +43,8 @@ export interface ServeArgs {
   log: Logger;
   nodes?: NodeTableState;
   passthrough?: boolean;
+  /** What a predecessor learnt: the layer has no xattr (see xattr-census.ts). */
+  xattrFree?: boolean;
 }
 
 let seq = 0;
@@ -63,11 +67,31 @@ export function serveLayer(ctx: ServeContext, a: ServeArgs): Served {
   // Files opened below a root that died belong to the dead store: they are opened again.
   store.onRootDied = () => bridge.files.closeAll();
   const channel = new FuseChannel(a.devFd, bridge, { log: a.log, observer: ctx.observer });
-  return { mountpoint: a.mountpoint, location: a.location, devFd: a.devFd, channel, bridge, store, log: a.log };
+  const census = new XattrCensus(store, layerDirOf(a.location), ctx.tuning.censusEntries, a.log);
+  if (a.xattrFree) bridge.xattrFree = true;
+  return { mountpoint: a.mountpoint, location: a.location, devFd: a.devFd, channel, bridge, store, log: a.log, census };
+}
+
+/** The census starts a moment after the mount: the first container's start goes first. */
+const CENSUS_DELAY_MS = 1000;
+
+/** Learns in the background whether the layer has any xattr; see xattr-census.ts. */
+export function startCensus(s: Served, tuning: LayerFsTuning): void {
+  if (tuning.censusEntries <= 0 || s.bridge.xattrFree) return;
+  const t = setTimeout(() => {
+    void s.census.run().then((r) => {
+      if (r === 'none') {
+        s.bridge.xattrFree = true;
+        s.log.debug('the layer has no xattr: the kernel is told to stop asking for them');
+      }
+    }, (err: unknown) => s.log.warn({ err }, 'the xattr census failed'));
+  }, CENSUS_DELAY_MS);
+  t.unref();
 }
 
 /** Lets go of a layer whose connection ended (or never came to life): descriptors and files. */
 export function finishServed(s: Served): void {
+  s.census.stop();
   s.channel.stop();
   native.closeFd(s.devFd);
   s.bridge.files.closeAll();
