@@ -786,7 +786,7 @@ static int maybe_grow_locked(void) {
 
 // ---- JavaScript side ------------------------------------------------------------------------
 
-static napi_ref on_requests_ref, on_complete_ref;
+static napi_ref on_requests_ref, on_complete_ref, resource_ref;
 static napi_async_context async_ctx;
 static napi_env main_env;
 
@@ -816,7 +816,7 @@ static void on_done(uv_async_t *h) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value resource, cb, recv;
-  napi_create_object(env, &resource);
+  napi_get_reference_value(env, resource_ref, &resource);
   napi_get_reference_value(env, on_complete_ref, &cb);
   napi_get_undefined(env, &recv);
   napi_callback_scope cscope;
@@ -882,7 +882,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value resource, cb, recv, argv[3], ignored;
-  napi_create_object(env, &resource);
+  napi_get_reference_value(env, resource_ref, &resource);
   napi_get_reference_value(env, on_requests_ref, &cb);
   napi_get_undefined(env, &recv);
   napi_create_double(env, c->token, &argv[0]);
@@ -1299,9 +1299,12 @@ static napi_value init(napi_env env, napi_value exports) {
     return NULL;
   }
   uv_unref((uv_handle_t *)&done_async);
-  napi_value name;
+  napi_value name, resource;
   napi_create_string_utf8(env, "cvmfs_sys", NAPI_AUTO_LENGTH, &name);
   CHECK(napi_async_init(env, NULL, name, &async_ctx));
+  // One resource object for every callback scope: an object per request costs for nothing.
+  CHECK(napi_create_object(env, &resource));
+  CHECK(napi_create_reference(env, resource, 1, &resource_ref));
 
   napi_property_descriptor props[] = {
       {"setHandlers", NULL, js_set_handlers, NULL, NULL, NULL, napi_default, NULL},

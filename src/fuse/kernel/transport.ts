@@ -186,7 +186,7 @@ export class FuseChannel {
       const at = i * size;
       const n = lengths[i] as number;
       try {
-        this.dispatch(buffer.subarray(at, at + n), n);
+        this.dispatch(at === 0 ? buffer : buffer.subarray(at, at + n), n);
       } catch (e) {
         this.log.error({ err: e }, 'FUSE request dispatch failed');
       }
