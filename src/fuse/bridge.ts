@@ -257,7 +257,8 @@ export class Bridge implements FuseHandler {
 
   private readdir(req: FuseRequest, ch: FuseChannel, dir: Node, plus: boolean): void {
     const offset = readU64(req.body, 8);
-    const size = req.body.readUInt32LE(16);
+    // As for READ: no reply may be larger than the kernel takes (nor than the reply buffer).
+    const size = Math.min(req.body.readUInt32LE(16), this.t.maxPages * 4096);
     this.withInfo(req, ch, dir, (info) => {
       if (!isDirAttr(info.buf, info.at) || info.whiteout) return this.fail(req, ch, E.ENOTDIR);
       this.fs.listing(this.nodes.pathOf(dir), (errno, l) => {
