@@ -659,7 +659,9 @@ static void run_job(job_t *j) {
         j->res = -errno;
         break;
       }
-      int fd = (j->s1 && *j->s1) ? open_beneath(tfd, j->s1, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0) : tfd;
+      // No O_NOFOLLOW: with it, openat2 opens a trailing symlink itself (and O_DIRECTORY then
+      // says ENOTDIR, "not there"); without it RESOLVE_NO_SYMLINKS refuses it as any other, ELOOP.
+      int fd = (j->s1 && *j->s1) ? open_beneath(tfd, j->s1, O_PATH | O_DIRECTORY, 0) : tfd;
       if (fd != tfd) close(tfd);
       if (fd < 0) {
         j->res = fd;

@@ -205,6 +205,13 @@ export class Bridge implements FuseHandler {
     });
   }
 
+  /** What the kernel is told of a node the store just described as e: the node's own entry if it kept it. */
+  private kept(n: Node, e: EntryInfo): EntryInfo {
+    if (n.info === undefined || n.info === e) return e;
+    this.log.warn({ path: `/${this.nodes.pathOf(n)}` }, 'the layer changed in the store while mounted: another type of file under a known name; the kernel keeps the one it knows');
+    return n.info;
+  }
+
   // ---- requests -----------------------------------------------------------------------------
 
   private lookup(req: FuseRequest, ch: FuseChannel, parent: Node): void {
@@ -224,7 +231,8 @@ export class Bridge implements FuseHandler {
         return;
       }
       const n = this.nodes.ref(parent, name, e);
-      writeEntryOut(b, OUT_HEADER_SIZE, n.id, e.buf, e.at, this.v);
+      const shown = this.kept(n, e);
+      writeEntryOut(b, OUT_HEADER_SIZE, n.id, shown.buf, shown.at, this.v);
       if (this.answer(req, ch, b, ENTRY_OUT_SIZE) < 0) this.nodes.unref(n, 1);
     });
   }
@@ -262,7 +270,8 @@ export class Bridge implements FuseHandler {
 
   private readdir(req: FuseRequest, ch: FuseChannel, dir: Node, plus: boolean): void {
     const offset = readU64(req.body, 8);
-    const size = req.body.readUInt32LE(16);
+    // As for READ: no reply may be larger than the kernel takes (nor than the reply buffer).
+    const size = Math.min(req.body.readUInt32LE(16), this.t.maxPages * 4096);
     this.withInfo(req, ch, dir, (info) => {
       if (!isDirAttr(info.buf, info.at) || info.whiteout) return this.fail(req, ch, E.ENOTDIR);
       this.fs.listing(this.nodes.pathOf(dir), (errno, l) => {
@@ -300,9 +309,13 @@ export class Bridge implements FuseHandler {
       // A listed entry the kernel may keep as a dentry counts as a lookup; the dots and
       // entries of unknown type (a failed stat) never do.
       if (plus && i >= 2 && attr.readUInt32LE(at + 60) !== 0) {
-        const n = this.nodes.ref(dir, name, listingEntry(l, i - 2));
+        const listed = listingEntry(l, i - 2);
+        const n = this.nodes.ref(dir, name, listed);
         refs.push(n);
         nodeid = n.id;
+        const shown = this.kept(n, listed);
+        attr = shown.buf;
+        at = shown.at;
       }
       used += writeDirent(b, OUT_HEADER_SIZE + used, name, name.length, attr, at, i + 1, plus ? { nodeid, v: this.v } : undefined);
     }

@@ -5,7 +5,7 @@
 // xattrs), so GETATTR and GETXATTR, which overlayfs sends for every entry of every new
 // container, are answered from memory. Paths are computed by walking up, not stored, so a deep
 // tree costs one name per node.
-import { FUSE_ROOT_ID } from './kernel/protocol.js';
+import { FUSE_ROOT_ID, attrMode } from './kernel/protocol.js';
 import { isDirAttr, type EntryInfo } from './records.js';
 import { join } from './store-access.js';
 
@@ -26,6 +26,12 @@ export interface NodeTableState {
   readonly next: string;
   /** [id, path ("/" for the root, "/usr/lib" ...), nlookup] */
   readonly nodes: readonly (readonly [id: string, path: string, nlookup: number])[];
+}
+
+const S_IFMT = 0o170000;
+
+function sameType(a: EntryInfo, b: EntryInfo): boolean {
+  return ((attrMode(a.buf, a.at) ^ attrMode(b.buf, b.at)) & S_IFMT) === 0;
 }
 
 export class NodeTable {
@@ -56,9 +62,12 @@ export class NodeTable {
       n = { id: this.nextId++, parent, name, nlookup: 0, kids: undefined, info, path: undefined };
       (parent.kids ??= new Map()).set(name, n);
       this.byId.set(n.id, n);
-    } else {
+    } else if (n.info === undefined || sameType(n.info, info)) {
       n.info = info;
     }
+    // Otherwise the store holds another type of file under this name now: the layer changed
+    // under the mount (a directory swapped for a symlink), and the node keeps what the kernel
+    // was told; whatever is asked below it meets the store's change and fails there.
     n.nlookup++;
     return n;
   }

@@ -5,8 +5,9 @@
 // be upgraded without unmounting anything.
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import readline from 'node:readline';
-import { SnapshotterError } from '../../errors.js';
+import { SnapshotterError, errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { createFuseMetrics } from '../../metrics/fuse-metrics.js';
 import { prepareSocketPath } from '../../server/socket.js';
@@ -175,6 +176,22 @@ export class FuseServer {
     return mp;
   }
 
+  /**
+   * The checks on names are not enough: the mounter creates, resolves and mounts paths with
+   * links followed, so a symlink below the root would take a mount, an unmount or a reconcile
+   * anywhere on the host. A path is taken only if, its existing ancestors resolved, it is still
+   * below the root (resolved too), and it is not itself a symlink (mount(2) follows one).
+   */
+  private async staysBelowRoot(p: string, key: string, orRoot: boolean): Promise<void> {
+    const scope = this.needScope();
+    const root = await fs.promises.realpath(scope.root).catch(() => scope.root);
+    const isLink = await fs.promises.lstat(p).then((st) => st.isSymbolicLink(), () => false);
+    const resolved = isLink ? undefined : await resolveAncestors(p);
+    if (resolved !== undefined && (isBelow(resolved, root) || (orRoot && resolved === root))) return;
+    const what = isLink ? 'is a symlink' : resolved === undefined ? 'cannot be resolved (a symlink loop?)' : `leads through a symlink to ${JSON.stringify(resolved.slice(0, 300))}`;
+    throw new BadRequest(`${key} ${JSON.stringify(p.slice(0, 300))} ${what}, which is not below the daemon's root ${scope.root}`);
+  }
+
   private send(c: net.Socket, r: Response): void {
     if (!c.destroyed) c.write(`${JSON.stringify(r)}\n`);
   }
@@ -196,15 +213,20 @@ export class FuseServer {
         const mp = this.mountpointParam(p, 'mountpoint');
         const layerDir = absolutePath(p, 'layerDir');
         const digest = checkLayerDir(layerDir, scope.store, optionalString(p, 'digest'));
+        await this.staysBelowRoot(mp, 'mountpoint', false);
         await this.mounter.mount(layerDir, mp, this.log.child({ digest }));
         return null;
       }
-      case 'unmount':
-        return this.mounter.unmount(this.mountpointParam(p, 'mountpoint'));
+      case 'unmount': {
+        const mp = this.mountpointParam(p, 'mountpoint');
+        await this.staysBelowRoot(mp, 'mountpoint', false);
+        return this.mounter.unmount(mp);
+      }
       case 'reconcile': {
         const scope = this.needScope();
         const prefix = absolutePath(p, 'prefix');
         if (prefix !== scope.root && !isBelow(prefix, scope.root)) throw new BadRequest(`prefix ${JSON.stringify(prefix.slice(0, 300))} is not the daemon's root ${scope.root} or below it`);
+        await this.staysBelowRoot(prefix, 'prefix', true);
         const keep = pathList(p, 'keep');
         for (const k of keep) if (!isBelow(k, scope.root)) throw new BadRequest(`keep names ${JSON.stringify(k.slice(0, 300))}, which is not below ${scope.root}`);
         return this.mounter.reconcile(prefix, new Set(keep));
@@ -266,6 +288,26 @@ export class FuseServer {
     this.server = undefined;
     s?.close();
     if (closeConnections) for (const c of this.conns) c.end();
+  }
+}
+
+/**
+ * p with its deepest existing ancestor resolved; p itself is left as named (it may be a dead
+ * mount). Undefined when an ancestor cannot be resolved for another reason than being missing
+ * or a dead mount (a symlink loop).
+ */
+async function resolveAncestors(p: string): Promise<string | undefined> {
+  const rest = [path.basename(p)];
+  let dir = path.dirname(p);
+  for (;;) {
+    try {
+      return path.join(await fs.promises.realpath(dir), ...rest);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (dir === '/' || (code !== 'ENOENT' && code !== 'ENOTCONN')) return undefined;
+      rest.unshift(path.basename(dir));
+      dir = path.dirname(dir);
+    }
   }
 }
 
