@@ -183,6 +183,21 @@ export class Bridge implements FuseHandler {
 
   // ---- answering ----------------------------------------------------------------------------
 
+  /**
+   * A continuation that runs when the store answers: if it throws (a bug), the request is still
+   * answered (EIO) instead of waiting for ever, and the error is logged with what was asked.
+   */
+  private guarded<A extends unknown[]>(req: FuseRequest, ch: FuseChannel, fn: (...a: A) => void): (...a: A) => void {
+    return (...a: A) => {
+      try {
+        fn(...a);
+      } catch (err) {
+        this.log.error({ err, op: req.op.name }, 'answering a FUSE request failed; answered EIO');
+        this.fail(req, ch, E.EIO);
+      }
+    };
+  }
+
   private fail(req: FuseRequest, ch: FuseChannel, errno: number): void {
     this.pending.delete(req.key);
     if (!req.done) ch.replyError(req, errno);
@@ -197,12 +212,12 @@ export class Bridge implements FuseHandler {
   /** Runs fn with the node's entry, asking the store first for a node taken over without one. */
   private withInfo(req: FuseRequest, ch: FuseChannel, node: Node, fn: (info: EntryInfo) => void): void {
     if (node.info) return fn(node.info);
-    this.fs.stat(this.nodes.pathOf(node), (errno, e) => {
+    this.fs.stat(this.nodes.pathOf(node), this.guarded(req, ch, (errno, e) => {
       if (req.done) return;
       if (errno !== 0 || !e) return this.fail(req, ch, errno || E.EIO);
       node.info = e;
       fn(e);
-    });
+    }));
   }
 
   /** What the kernel is told of a node the store just described as e: the node's own entry if it kept it. */
@@ -220,7 +235,7 @@ export class Bridge implements FuseHandler {
     if (name.length > 255) return this.fail(req, ch, E.ENAMETOOLONG);
     if (name === '' || name === '.' || name === '..' || name.includes('/')) return this.fail(req, ch, E.EINVAL);
     if (parent.info && !isDirAttr(parent.info.buf, parent.info.at)) return this.fail(req, ch, E.ENOTDIR);
-    this.fs.lookup(this.nodes.pathOf(parent), parent.info, name, (errno, e) => {
+    this.fs.lookup(this.nodes.pathOf(parent), parent.info, name, this.guarded(req, ch, (errno, e) => {
       if (req.done) return;
       if (errno !== 0) return this.fail(req, ch, errno);
       const b = ch.scratch(ENTRY_OUT_SIZE);
@@ -234,7 +249,7 @@ export class Bridge implements FuseHandler {
       const shown = this.kept(n, e);
       writeEntryOut(b, OUT_HEADER_SIZE, n.id, shown.buf, shown.at, this.v);
       if (this.answer(req, ch, b, ENTRY_OUT_SIZE) < 0) this.nodes.unref(n, 1);
-    });
+    }));
   }
 
   private getattr(req: FuseRequest, ch: FuseChannel, node: Node): void {
@@ -248,24 +263,24 @@ export class Bridge implements FuseHandler {
   private readlink(req: FuseRequest, ch: FuseChannel, node: Node): void {
     this.withInfo(req, ch, node, (info) => {
       if (!isLinkAttr(info.buf, info.at) || info.whiteout) return this.fail(req, ch, E.EINVAL);
-      this.fs.readlink(this.nodes.pathOf(node), (errno, target) => {
+      this.fs.readlink(this.nodes.pathOf(node), this.guarded(req, ch, (errno, target) => {
         if (req.done) return;
         if (errno !== 0 || !target) return this.fail(req, ch, errno || E.EIO);
         const b = ch.scratch(target.length);
         target.copy(b, OUT_HEADER_SIZE);
         this.answer(req, ch, b, target.length);
-      });
+      }));
     });
   }
 
   private statfs(req: FuseRequest, ch: FuseChannel): void {
-    this.fs.statfs((errno, out) => {
+    this.fs.statfs(this.guarded(req, ch, (errno, out) => {
       if (req.done) return;
       if (errno !== 0 || !out) return this.fail(req, ch, errno || E.EIO);
       const b = ch.scratch(STATFS_OUT_SIZE);
       out.copy(b, OUT_HEADER_SIZE, 0, STATFS_OUT_SIZE);
       this.answer(req, ch, b, STATFS_OUT_SIZE);
-    });
+    }));
   }
 
   private readdir(req: FuseRequest, ch: FuseChannel, dir: Node, plus: boolean): void {
@@ -274,12 +289,12 @@ export class Bridge implements FuseHandler {
     const size = Math.min(req.body.readUInt32LE(16), this.t.maxPages * 4096);
     this.withInfo(req, ch, dir, (info) => {
       if (!isDirAttr(info.buf, info.at) || info.whiteout) return this.fail(req, ch, E.ENOTDIR);
-      this.fs.listing(this.nodes.pathOf(dir), (errno, l) => {
+      this.fs.listing(this.nodes.pathOf(dir), this.guarded(req, ch, (errno, l) => {
         if (req.done) return;
         if (errno !== 0 || !l) return this.fail(req, ch, errno || E.EIO);
         info.opaque = l.self.opaque;
         this.encodeListing(req, ch, dir, info, l, offset, size, plus);
-      });
+      }));
     });
   }
 
@@ -339,11 +354,11 @@ export class Bridge implements FuseHandler {
         const v = x.get(name);
         if (v === undefined || isHiddenXattr(name)) return this.fail(req, ch, E.ENODATA);
         if (v !== null) return this.sized(req, ch, v, size);
-        this.fs.xattr(this.nodes.pathOf(node), name, (errno, value) => {
+        this.fs.xattr(this.nodes.pathOf(node), name, this.guarded(req, ch, (errno, value) => {
           if (req.done) return;
           if (errno !== 0 || !value) return this.fail(req, ch, errno || E.EIO);
           this.sized(req, ch, value, size);
-        });
+        }));
       };
       // overlayfs asks every lower directory whether it is opaque.
       if (name !== OVERLAY_OPAQUE_XATTR || !isDirAttr(info.buf, info.at)) return stored();
@@ -372,12 +387,12 @@ export class Bridge implements FuseHandler {
   /** Whether a directory holds the AUFS opaque marker: known from its own listing. */
   private withOpaque(req: FuseRequest, ch: FuseChannel, node: Node, info: EntryInfo, fn: (opaque: boolean) => void): void {
     if (info.opaque !== undefined) return fn(info.opaque);
-    this.fs.listing(this.nodes.pathOf(node), (errno, l) => {
+    this.fs.listing(this.nodes.pathOf(node), this.guarded(req, ch, (errno, l) => {
       if (req.done) return;
       if (errno !== 0 || !l) return this.fail(req, ch, errno || E.EIO);
       info.opaque = l.self.opaque ?? false;
       fn(info.opaque);
-    });
+    }));
   }
 
   /** The size-probe protocol of getxattr/listxattr: size 0 asks for the length only. */
@@ -407,7 +422,7 @@ export class Bridge implements FuseHandler {
     this.withInfo(req, ch, node, (info) => {
       if (isDirAttr(info.buf, info.at)) return this.fail(req, ch, E.EISDIR);
       if (!isRegAttr(info.buf, info.at) || info.whiteout) return this.fail(req, ch, E.ENXIO);
-      this.fileOf(node, info, (errno, f) => {
+      this.fileOf(node, info, this.guarded(req, ch, (errno, f) => {
         if (req.done) return;
         if (errno !== 0 || !f) return this.fail(req, ch, errno || E.EIO);
         const fh = this.files.newHandle(f);
@@ -415,7 +430,7 @@ export class Bridge implements FuseHandler {
         if (f.backingId >= 0) writeOpenOut(b, OUT_HEADER_SIZE, fh, OpenFlag.PASSTHROUGH, f.backingId);
         else writeOpenOut(b, OUT_HEADER_SIZE, fh, OpenFlag.KEEP_CACHE, 0);
         if (this.answer(req, ch, b, OPEN_OUT_SIZE) < 0) this.files.release(fh);
-      });
+      }));
     });
   }
 
@@ -465,7 +480,7 @@ export class Bridge implements FuseHandler {
         return this.withInfo(req, ch, node, (info) => this.fileOfServed(req, ch, node, info, go));
       }
       this.files.beginRead(f);
-      this.fs.access.pread(f.fd, size, off, `/${this.nodes.pathOf(node)}`, (res, out) => {
+      this.fs.access.pread(f.fd, size, off, `/${this.nodes.pathOf(node)}`, this.guarded(req, ch, (res, out) => {
         this.files.endRead(f);
         if (req.done) return;
         if (res < 0 || !out) {
@@ -476,7 +491,7 @@ export class Bridge implements FuseHandler {
         }
         this.observer.bytesServed(res);
         this.answer(req, ch, out, res);
-      });
+      }));
     };
     if (known) return go(known);
     this.withInfo(req, ch, node, (info) => {
@@ -489,14 +504,14 @@ export class Bridge implements FuseHandler {
     const kept = this.files.get(node);
     if (kept && kept.fd >= 0) return go(kept);
     if (kept) this.files.drop(node);
-    this.fs.openFile(this.nodes.pathOf(node), attrIno(info.buf, info.at), (errno, fd) => {
+    this.fs.openFile(this.nodes.pathOf(node), attrIno(info.buf, info.at), this.guarded(req, ch, (errno, fd) => {
       if (req.done) {
         if (errno === 0) this.fs.access.close(fd);
         return;
       }
       if (errno !== 0) return this.fail(req, ch, errno);
       go(this.files.add(node, -1, fd));
-    });
+    }));
   }
 
   private batchForget(req: FuseRequest, ch: FuseChannel): void {

@@ -14,6 +14,7 @@ import { prepareSocketPath } from '../../server/socket.js';
 import { spawnSuccessor } from '../../sys/exec.js';
 import { poolStats } from '../../sys/native.js';
 import { FuseLayerMounter, type HandedMount } from '../mounts/lifecycle.js';
+import { readMountInfo } from '../mountinfo.js';
 import type { LayerFsTuning } from '../tuning.js';
 import {
   BadRequest, LineSplitter, MAX_LINE_BYTES, absolutePath, checkLayerDir, isBelow, optionalString, parseRequest, pathList, scopeParam,
@@ -185,7 +186,10 @@ export class FuseServer {
   private async staysBelowRoot(p: string, key: string, orRoot: boolean): Promise<void> {
     const scope = this.needScope();
     const root = await fs.promises.realpath(scope.root).catch(() => scope.root);
-    const isLink = await fs.promises.lstat(p).then((st) => st.isSymbolicLink(), () => false);
+    // A mountpoint is never a symlink (mount(2) resolves one), and a stat of it would ask its
+    // filesystem, which may be a FUSE mount whose server hangs: mountinfo answers instead.
+    const mounted = (await readMountInfo()).some((m) => m.mountPoint === p);
+    const isLink = !mounted && await fs.promises.lstat(p).then((st) => st.isSymbolicLink(), () => false);
     const resolved = isLink ? undefined : await resolveAncestors(p);
     if (resolved !== undefined && (isBelow(resolved, root) || (orRoot && resolved === root))) return;
     const what = isLink ? 'is a symlink' : resolved === undefined ? 'cannot be resolved (a symlink loop?)' : `leads through a symlink to ${JSON.stringify(resolved.slice(0, 300))}`;
