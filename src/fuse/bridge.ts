@@ -42,6 +42,8 @@ const O_ACCMODE = 3;
 const O_TRUNC = 0o1000;
 const O_CREAT = 0o100;
 const OPAQUE_VALUE = Buffer.from('y');
+/** Listings a mount keeps for the directories it is paging through (see Bridge.paging). */
+const PAGED_LISTINGS = 4;
 
 export class Bridge implements FuseHandler {
   readonly nodes: NodeTable;
@@ -55,6 +57,12 @@ export class Bridge implements FuseHandler {
   private readonly negative: Validity;
   /** Requests waiting for the store, by unique. */
   private readonly pending = new Map<number, FuseRequest>();
+  /**
+   * The last listings this mount paged through, by directory path, most recent last. A listing
+   * too big for the shared cache is not kept there, and without this every READDIR page (and
+   * every rewind to offset 0) would list the whole directory from the store again.
+   */
+  private readonly paging = new Map<string, Listing>();
   /** OPENs waiting for the same node's file to be opened. */
   private readonly opening = new Map<Node, ((errno: number, f: OpenFile | undefined) => void)[]>();
   /** Reads go straight to the store's files (settled by INIT). */
@@ -169,6 +177,7 @@ export class Bridge implements FuseHandler {
 
   ended(): void {
     this.pending.clear();
+    this.paging.clear();
     this.files.closeAll();
   }
 
@@ -260,9 +269,19 @@ export class Bridge implements FuseHandler {
     const size = req.body.readUInt32LE(16);
     this.withInfo(req, ch, dir, (info) => {
       if (!isDirAttr(info.buf, info.at) || info.whiteout) return this.fail(req, ch, E.ENOTDIR);
-      this.fs.listing(this.nodes.pathOf(dir), (errno, l) => {
+      const path = this.nodes.pathOf(dir);
+      const kept = this.paging.get(path);
+      if (kept) {
+        this.paging.delete(path);
+        this.paging.set(path, kept);
+        info.opaque = kept.self.opaque;
+        return this.encodeListing(req, ch, dir, info, kept, offset, size, plus);
+      }
+      this.fs.listing(path, (errno, l) => {
         if (req.done) return;
         if (errno !== 0 || !l) return this.fail(req, ch, errno || E.EIO);
+        this.paging.set(path, l);
+        if (this.paging.size > PAGED_LISTINGS) this.paging.delete(this.paging.keys().next().value as string);
         info.opaque = l.self.opaque;
         this.encodeListing(req, ch, dir, info, l, offset, size, plus);
       });
