@@ -379,8 +379,9 @@ static void names_add(names_t *l, const char *prefix, const char *name) {
 // One directory as a block of a listing answer:
 //   u32 count | u16 relLen | u16 0 | u32 0 | rel (padded to 8) | the directory's record | count records
 // rel names the directory relative to the one asked for ("" for that one). Its subdirectories
-// are added to subs (for prefetching) and its entries to *listed.
-static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *rel, scratch_t *t, names_t *subs, size_t *listed) {
+// are added to subs (for prefetching) and its entries to *listed. A directory with more than
+// limit entries is not listed (-E2BIG): the caller drops what was written.
+static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *rel, scratch_t *t, names_t *subs, size_t *listed, size_t limit) {
   int dfd = open_beneath(rootfd, path, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
   if (dfd < 0) return enoent_or_stale(rootfd, dfd);
   size_t start = b->len;
@@ -408,6 +409,10 @@ static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *r
       off += d->d_reclen;
       const char *nm = d->d_name;
       if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0) continue;
+      if (count == limit) {
+        res = -E2BIG;
+        break;
+      }
       // Whiteout markers only lend their times to the whiteout shown in their place. Whether
       // a subdirectory is opaque is learnt when it is listed or asked for, not here: a
       // lookup inside every subdirectory would read each of them from disk ahead of time.
@@ -422,6 +427,7 @@ static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *r
         if (err == 0 && S_ISDIR(mode)) names_add(subs, rel, nm);
       }
     }
+    if (res != 0) break;
   }
   close(dfd);
   if (b->oom) return -ENOMEM;
@@ -550,7 +556,7 @@ static void run_job(job_t *j) {
       if (head) memset(head, 0, 8);
       names_t subs = {0};
       size_t listed = 0;
-      int64_t res = list_block(&b, (int)j->i0, j->s0, "", t, &subs, &listed);
+      int64_t res = list_block(&b, (int)j->i0, j->s0, "", t, &subs, &listed, SIZE_MAX);
       uint32_t blocks = res == 0 ? 1 : 0;
       // Prefetch, breadth first: a program that lists a directory nearly always lists its
       // subdirectories next (find, du, a container start walking /usr), and answering them from
@@ -561,9 +567,15 @@ static void run_job(job_t *j) {
         const char *rel = subs.v[q];
         int fl = (j->s0 && *j->s0) ? snprintf(full, sizeof full, "%s/%s", j->s0, rel) : snprintf(full, sizeof full, "%s", rel);
         if (fl < 0 || (size_t)fl >= sizeof full) continue;
-        size_t mark = b.len;
-        if (list_block(&b, (int)j->i0, full, rel, t, &subs, &listed) == 0) blocks++;
-        else b.len = mark;
+        size_t mark = b.len, subs_mark = subs.n;
+        // Only a subdirectory that fits in what is left of the budget: one big directory (a
+        // 100,000-entry one) would otherwise be listed, statx by statx, for a lookup next to it.
+        if (list_block(&b, (int)j->i0, full, rel, t, &subs, &listed, budget - listed) == 0) {
+          blocks++;
+        } else {
+          b.len = mark;
+          while (subs.n > subs_mark) free(subs.v[--subs.n]);
+        }
       }
       for (size_t q = 0; q < subs.n; q++) free(subs.v[q]);
       free(subs.v);

@@ -17,6 +17,7 @@ import type { FuseChannel, FuseHandler, FuseRequest } from './kernel/transport.j
 import type { LayerFs } from './layer-fs.js';
 import { NodeTable, type Node, type NodeTableState } from './node-table.js';
 import { OpenFiles, type FileBudget, type OpenFile } from './open-files.js';
+import type { PagedListings } from './paged-listings.js';
 import type { FuseObserver } from './observer.js';
 import { isDirAttr, isLinkAttr, isRegAttr, listingEntry, type EntryInfo, type Listing } from './records.js';
 import type { LayerFsTuning } from './tuning.js';
@@ -31,6 +32,7 @@ export interface BridgeOptions {
   /** The /dev/fuse descriptor (passthrough registers backing files on it). */
   devFd: number;
   budget: FileBudget;
+  paging: PagedListings;
   rootInfo: EntryInfo;
   /** A predecessor's node table (handover). */
   nodes?: NodeTableState;
@@ -55,6 +57,8 @@ export class Bridge implements FuseHandler {
   private readonly negative: Validity;
   /** Requests waiting for the store, by unique. */
   private readonly pending = new Map<number, FuseRequest>();
+  /** Listings the kernel is paging through (see paged-listings.ts), shared by the process's layers. */
+  private readonly paging: PagedListings;
   /** OPENs waiting for the same node's file to be opened. */
   private readonly opening = new Map<Node, ((errno: number, f: OpenFile | undefined) => void)[]>();
   /** Reads go straight to the store's files (settled by INIT). */
@@ -77,6 +81,7 @@ export class Bridge implements FuseHandler {
     this.nodes = new NodeTable(o.rootInfo);
     if (o.nodes) this.nodes.importState(o.nodes);
     this.files = new OpenFiles(o.devFd, o.fs.access, o.budget, o.log);
+    this.paging = o.paging;
     this.nodes.onDrop = (n) => this.files.drop(n);
     this.passthrough = o.passthrough ?? false;
   }
@@ -174,6 +179,7 @@ export class Bridge implements FuseHandler {
 
   ended(): void {
     this.pending.clear();
+    this.paging.dropLayer(this.fs.namespace);
     this.files.closeAll();
   }
 
@@ -289,9 +295,16 @@ export class Bridge implements FuseHandler {
     const size = Math.min(req.body.readUInt32LE(16), this.t.maxPages * 4096);
     this.withInfo(req, ch, dir, (info) => {
       if (!isDirAttr(info.buf, info.at) || info.whiteout) return this.fail(req, ch, E.ENOTDIR);
-      this.fs.listing(this.nodes.pathOf(dir), this.guarded(req, ch, (errno, l) => {
+      const path = this.nodes.pathOf(dir);
+      const kept = this.paging.get(this.fs.namespace + path);
+      if (kept) {
+        info.opaque = kept.self.opaque;
+        return this.encodeListing(req, ch, dir, info, kept, offset, size, plus);
+      }
+      this.fs.listing(path, this.guarded(req, ch, (errno, l) => {
         if (req.done) return;
         if (errno !== 0 || !l) return this.fail(req, ch, errno || E.EIO);
+        this.paging.set(this.fs.namespace + path, l);
         info.opaque = l.self.opaque;
         this.encodeListing(req, ch, dir, info, l, offset, size, plus);
       }));

@@ -44,7 +44,8 @@ const ENTRY_BYTES = 88 + 160;
 export class LayerFs {
   private readonly store: StoreAccess;
   private readonly cache: LayerCache;
-  private readonly ns: string;
+  /** Prefix of this layer's keys in the shared caches. */
+  readonly namespace: string;
   private readonly log: Logger;
   private readonly t: LayerFsTuning;
   private readonly waiting = new Map<string, Waiter[]>();
@@ -53,7 +54,7 @@ export class LayerFs {
   constructor(store: StoreAccess, cache: LayerCache, ns: string, log: Logger, tuning: LayerFsTuning) {
     this.store = store;
     this.cache = cache;
-    this.ns = ns;
+    this.namespace = ns;
     this.log = log;
     this.t = tuning;
   }
@@ -200,7 +201,7 @@ export class LayerFs {
   // ---- helpers ------------------------------------------------------------------------------
 
   private key(kind: string, path: string): string {
-    return `${this.ns}${kind}${path}`;
+    return `${this.namespace}${kind}${path}`;
   }
 
   /** Registers a waiter for key; true when it is the first, which must do the work and finish(). */

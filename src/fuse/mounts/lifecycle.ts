@@ -12,6 +12,7 @@ import type { LayerCache } from '../layer-fs.js';
 import { isFuseType, overlaysUsing, readMountInfo, type MountInfo } from '../mountinfo.js';
 import { NO_OBSERVER, type FuseObserver } from '../observer.js';
 import type { FileBudget } from '../open-files.js';
+import { PagedListings } from '../paged-listings.js';
 import { setReadAheadKb } from '../readahead.js';
 import { openLayerRoot, type LayerLocation } from '../store-access.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_TUNING, LAYER_FS_NAME, LAYER_FS_SUBTYPE, type LayerFsTuning } from '../tuning.js';
@@ -102,7 +103,8 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
     this.cache = opts.cache ?? new MetadataCache({ maxBytes: opts.cacheBytes ?? DEFAULT_CACHE_BYTES, ...(opts.cacheEntries ? { maxEntries: opts.cacheEntries } : {}) });
     const tuning = { ...DEFAULT_TUNING, ...opts.tuning };
     const budget: FileBudget = { open: 0, max: tuning.openFiles };
-    this.ctx = { cache: this.cache, tuning, observer: opts.observer ?? NO_OBSERVER, budget };
+    // Listings being paged through get a budget as large as the cache's own (see paged-listings.ts).
+    this.ctx = { cache: this.cache, tuning, observer: opts.observer ?? NO_OBSERVER, budget, paging: new PagedListings(this.cache.maxBytes) };
     this.store = opts.store === undefined ? undefined : path.resolve(opts.store);
     this.probeTimeoutMs = opts.probeTimeoutMs ?? 2000;
     this.mountTimeoutMs = opts.mountTimeoutMs ?? 10_000;

@@ -9,6 +9,7 @@ import { LayerFs, type LayerCache } from '../layer-fs.js';
 import type { NodeTableState } from '../node-table.js';
 import type { FuseObserver } from '../observer.js';
 import type { FileBudget } from '../open-files.js';
+import type { PagedListings } from '../paged-listings.js';
 import type { EntryInfo } from '../records.js';
 import { StoreAccess, type LayerLocation } from '../store-access.js';
 import type { LayerFsTuning } from '../tuning.js';
@@ -31,6 +32,7 @@ export interface ServeContext {
   readonly tuning: LayerFsTuning;
   readonly observer: FuseObserver;
   readonly budget: FileBudget;
+  readonly paging: PagedListings;
 }
 
 export interface ServeArgs {
@@ -60,7 +62,7 @@ export function serveLayer(ctx: ServeContext, a: ServeArgs): Served {
   const fs = new LayerFs(store, ctx.cache, `${++seq}\0`, a.log, { listDirBytes: ctx.tuning.listDirBytes, prefetchEntries: ctx.tuning.prefetchEntries });
   const rootInfo: EntryInfo = a.rootInfo ?? { buf: Buffer.alloc(88), at: 0, whiteout: false, opaque: undefined, xattrs: new Map() };
   const bridge = new Bridge({
-    fs, log: a.log, tuning: ctx.tuning, observer: ctx.observer, devFd: a.devFd, budget: ctx.budget, rootInfo,
+    fs, log: a.log, tuning: ctx.tuning, observer: ctx.observer, devFd: a.devFd, budget: ctx.budget, paging: ctx.paging, rootInfo,
     ...(a.nodes ? { nodes: a.nodes } : {}), ...(a.passthrough !== undefined ? { passthrough: a.passthrough } : {}),
   });
   if (!a.rootInfo) bridge.nodes.root.info = undefined;
