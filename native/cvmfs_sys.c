@@ -378,7 +378,7 @@ static void names_add(names_t *l, const char *prefix, const char *name) {
 
 // One directory as a block of a listing answer:
 //   u32 count | u16 relLen | u16 0 | u32 0 | rel (padded to 8) | the directory's record | count records
-// rel names the directory relative to the one asked for ("" for that one). Its subdirectories
+// rel names the directory by its path in the layer ("" for the root). Its subdirectories
 // are added to subs (for prefetching) and its entries to *listed. A directory with more than
 // limit entries is not listed (-E2BIG): the caller drops what was written.
 static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *rel, scratch_t *t, names_t *subs, size_t *listed, size_t limit) {
@@ -551,31 +551,56 @@ static void run_job(job_t *j) {
       j->res = b.oom ? -ENOMEM : 0;
       break;
     }
-    case OP_LIST: {  // i0 rootfd, s0 dir path, i1 entries of subdirectories to list along with it
+    case OP_LIST: {  // i0 rootfd, s0 dir path, i1 prefetch budget (entries), s2 more directories ('\n'-separated)
       uint8_t *head = ob_reserve(&b, 8);
       if (head) memset(head, 0, 8);
       names_t subs = {0};
-      size_t listed = 0;
-      int64_t res = list_block(&b, (int)j->i0, j->s0, "", t, &subs, &listed, SIZE_MAX);
+      size_t own = 0;
+      const char *dir = j->s0 ? j->s0 : "";
+      int64_t res = list_block(&b, (int)j->i0, dir, dir, t, &subs, &own, SIZE_MAX);
       uint32_t blocks = res == 0 ? 1 : 0;
-      // Prefetch, breadth first: a program that lists a directory nearly always lists its
-      // subdirectories next (find, du, a container start walking /usr), and answering them from
-      // memory saves a round trip to the pool each. Failures here are left for the real request.
+      // Prefetch: a program that lists a directory nearly always lists its subdirectories next,
+      // and then the directory's next siblings (find, du, a container start walking /usr); the
+      // caller names those siblings. Answering them from memory saves a round trip to the pool
+      // each. Breadth first, up to a budget of entries; failures are left for the real request.
+      if (j->s2) {
+        for (char *p = j->s2, *nl; *p; p = nl + 1) {
+          nl = strchr(p, '\n');
+          if (nl) *nl = 0;
+          if (*p) names_add(&subs, "", p);
+          if (!nl) break;
+        }
+      }
       size_t budget = j->i1 > 0 ? (size_t)j->i1 : 0;
-      for (size_t q = 0; res == 0 && q < subs.n && listed < budget && blocks < 256 && !b.oom; q++) {
-        char full[PATH_MAX];
+      size_t listed = 0;
+      size_t frontier_from = 0;
+      for (size_t q = 0; res == 0 && q < subs.n && listed < budget && blocks < 256 && !b.oom; q++, frontier_from = q) {
         const char *rel = subs.v[q];
-        int fl = (j->s0 && *j->s0) ? snprintf(full, sizeof full, "%s/%s", j->s0, rel) : snprintf(full, sizeof full, "%s", rel);
-        if (fl < 0 || (size_t)fl >= sizeof full) continue;
         size_t mark = b.len, subs_mark = subs.n;
-        // Only a subdirectory that fits in what is left of the budget: one big directory (a
+        // Only a directory that fits in what is left of the budget: one big directory (a
         // 100,000-entry one) would otherwise be listed, statx by statx, for a lookup next to it.
-        if (list_block(&b, (int)j->i0, full, rel, t, &subs, &listed, budget - listed) == 0) {
+        if (list_block(&b, (int)j->i0, rel, rel, t, &subs, &listed, budget - listed) == 0) {
           blocks++;
         } else {
           b.len = mark;
           while (subs.n > subs_mark) free(subs.v[--subs.n]);
         }
+      }
+      // The frontier: the directories queued and not listed, in walk order, for the caller to
+      // list next if the walk goes on (u32 count, then a u16 length and the path, each).
+      if (res == 0) {
+        uint8_t *cnt = ob_reserve(&b, 4);
+        size_t cnt_at = cnt ? (size_t)(cnt - b.p) : 0;
+        uint32_t n = 0;
+        for (size_t q = frontier_from; q < subs.n && n < 256 && !b.oom; q++) {
+          size_t l = strlen(subs.v[q]);
+          uint8_t *p = ob_reserve(&b, 2 + l);
+          if (!p) break;
+          put_u16(p, (uint16_t)l);
+          memcpy(p + 2, subs.v[q], l);
+          n++;
+        }
+        if (!b.oom) put_u32(b.p + cnt_at, n);
       }
       for (size_t q = 0; q < subs.n; q++) free(subs.v[q]);
       free(subs.v);

@@ -307,7 +307,7 @@ export class Bridge implements FuseHandler {
         this.paging.set(this.fs.namespace + path, l);
         info.opaque = l.self.opaque;
         this.encodeListing(req, ch, dir, info, l, offset, size, plus);
-      }));
+      }), true);
     });
   }
 

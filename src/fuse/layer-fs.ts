@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import type { MetadataCache } from '../cache/index.js';
 import { E, errnoName } from './kernel/errno.js';
 import { ATTR_SIZE, Attr } from './kernel/protocol.js';
-import { decodeListAnswer, entryOf, listingEntry, readRecord, type EntryInfo, type ListedDir, type Listing } from './records.js';
+import { decodeListAnswerWithFrontier, entryOf, isDirAttr, listingEntry, readRecord, type EntryInfo, type ListedDir, type Listing } from './records.js';
 import { join, type StoreAccess } from './store-access.js';
 import { isHiddenName } from './whiteout.js';
 
@@ -40,6 +40,8 @@ export type Answer<T> = (errno: number, value: T) => void;
 type Waiter = Answer<unknown>;
 
 const ENTRY_BYTES = 88 + 160;
+/** Siblings named to a listing for prefetch; the entry budget decides how many are listed. */
+const MAX_SIBLINGS = 256;
 
 export class LayerFs {
   private readonly store: StoreAccess;
@@ -50,6 +52,11 @@ export class LayerFs {
   private readonly t: LayerFsTuning;
   private readonly waiting = new Map<string, Waiter[]>();
   private statfsCache: { at: number; out: Buffer } | undefined;
+  /** Read-ahead of a walk: directories the last listing reached and did not list, in walk order. */
+  private frontier: string[] = [];
+  /** Keys of listings read ahead and not asked for yet. */
+  private readonly ahead = new Set<string>();
+  private aheadRunning = false;
 
   constructor(store: StoreAccess, cache: LayerCache, ns: string, log: Logger, tuning: LayerFsTuning) {
     this.store = store;
@@ -119,32 +126,111 @@ export class LayerFs {
     cb(0, listingEntry(l, i));
   }
 
-  /** The translated listing of a directory the kernel knows. */
-  listing(dir: string, cb: Answer<Listing | undefined>): void {
+  /**
+   * The translated listing of a directory the kernel knows. `walk`: asked by a READDIR, so a
+   * program is walking the tree, and the listings it will ask for next are read ahead.
+   */
+  listing(dir: string, cb: Answer<Listing | undefined>, walk = false): void {
     const cached = this.cachedListing(dir);
-    if (cached) return cb(0, cached);
     const dk = this.key('d', dir);
+    if (cached) {
+      // A listing that came ahead was used: the walk goes on, so read further ahead.
+      if (walk && this.ahead.delete(dk)) this.readAhead();
+      return cb(0, cached);
+    }
     if (!this.first(dk, cb as Waiter)) return;
-    this.store.list(dir, this.t.prefetchEntries, (res, out) => {
+    this.store.list(dir, this.t.prefetchEntries, this.nextSiblings(dir), (res, out) => {
       if (res < 0 || !out) return this.finish(dk, this.failure(res, 'list', dir), undefined);
       let dirs: ListedDir[];
+      let frontier: string[];
       try {
-        dirs = decodeListAnswer(out);
+        ({ dirs, frontier } = decodeListAnswerWithFrontier(out));
       } catch (err) {
         this.log.error({ err, dir }, 'the store pool answered a listing that does not decode');
         return this.finish(dk, E.EIO, undefined);
       }
       const first = dirs[0];
       if (!first) return this.finish(dk, E.EIO, undefined);
-      // The subdirectories that came along go in first: the one asked for is then the freshest.
-      for (let i = dirs.length - 1; i >= 1; i--) {
-        const d = dirs[i] as ListedDir;
-        const k = this.key('d', join(dir, d.rel));
-        if (!this.cache.has(k)) this.cache.setValue(k, d.listing, d.listing.bytes);
-      }
+      this.keepAhead(dirs.slice(1));
       this.cache.setValue(dk, first.listing, first.listing.bytes);
       this.finish(dk, 0, first.listing);
+      if (walk) {
+        this.frontier = frontier;
+        this.readAhead();
+      }
     });
+  }
+
+  /** Listings that came along with another: cached (after the one asked for) and noted as ahead. */
+  private keepAhead(dirs: readonly ListedDir[]): void {
+    for (let i = dirs.length - 1; i >= 0; i--) {
+      const d = dirs[i] as ListedDir;
+      const k = this.key('d', d.rel);
+      if (this.cache.has(k)) continue;
+      this.cache.setValue(k, d.listing, d.listing.bytes);
+      this.ahead.add(k);
+    }
+    // Notes of listings the cache dropped meanwhile are dropped too, so the set stays small.
+    if (this.ahead.size > 4096) for (const k of this.ahead) if (!this.cache.has(k)) this.ahead.delete(k);
+  }
+
+  /**
+   * Lists the next directories of a walk while the program works on the ones it has: one call
+   * at a time per layer, and only as long as what came ahead is being used.
+   */
+  private readAhead(): void {
+    if (this.aheadRunning || this.t.prefetchEntries <= 0) return;
+    const todo = this.frontier.filter((p) => !this.cache.has(this.key('d', p)) && !this.waiting.has(this.key('d', p)));
+    this.frontier = [];
+    const dir = todo[0];
+    if (dir === undefined) return;
+    const dk = this.key('d', dir);
+    this.aheadRunning = true;
+    // A READDIR of that very directory meanwhile waits for this call instead of making its own.
+    const mine: Waiter = () => undefined;
+    this.first(dk, mine);
+    this.store.list(dir, this.t.prefetchEntries, todo.slice(1, 1 + MAX_SIBLINGS), (res, out) => {
+      this.aheadRunning = false;
+      let first: Listing | undefined;
+      if (res >= 0 && out) {
+        try {
+          const { dirs, frontier } = decodeListAnswerWithFrontier(out);
+          this.keepAhead(dirs);
+          first = dirs[0]?.listing;
+          this.frontier = frontier;
+        } catch (err) {
+          this.log.error({ err, dir }, 'the store pool answered a listing that does not decode');
+        }
+      }
+      if (first) return this.finish(dk, 0, first);
+      // A failure is left to the real requests: those that waited for this call ask again.
+      const waiters = this.waiting.get(dk) ?? [];
+      this.waiting.delete(dk);
+      for (const w of waiters) if (w !== mine) this.listing(dir, w as Answer<Listing | undefined>);
+    });
+  }
+
+  /**
+   * The directories after dir in its parent's listing that are not listed yet: a walk (find,
+   * du, a container's first look at /usr) goes there next, in the order the listing gives.
+   */
+  private nextSiblings(dir: string): string[] {
+    if (this.t.prefetchEntries <= 0 || dir === '') return [];
+    const slash = dir.lastIndexOf('/');
+    const parent = slash < 0 ? '' : dir.slice(0, slash);
+    const l = this.cache.peek(this.key('d', parent));
+    if (l?.kind !== 'value') return [];
+    const listing = l.value as Listing;
+    const at = listing.byName.get(dir.slice(slash + 1));
+    if (at === undefined) return [];
+    const out: string[] = [];
+    for (let i = at + 1; i < listing.names.length && out.length < MAX_SIBLINGS; i++) {
+      const name = listing.names[i] as string;
+      if (!isDirAttr(listing.attrs, i * ATTR_SIZE) || name.includes('\n')) continue;
+      const p = join(parent, name);
+      if (!this.cache.has(this.key('d', p))) out.push(p);
+    }
+    return out;
   }
 
   /** The entry at path, from the store (nodes taken over from another process, the root). */

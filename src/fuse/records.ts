@@ -155,7 +155,7 @@ export function listingEntry(l: Listing, i: number): EntryInfo {
 /** Per-entry cost of the JS objects behind a cached listing, in bytes (name string, map slot, array slot). */
 const ENTRY_OVERHEAD = 72;
 
-/** One directory of an OP_LIST answer; rel is its path below the directory asked for. */
+/** One directory of an OP_LIST answer; rel is its path in the layer ('' for the root). */
 export interface ListedDir {
   readonly rel: string;
   readonly listing: Listing;
@@ -163,12 +163,20 @@ export interface ListedDir {
 
 /**
  * Decodes an OP_LIST answer: u32 blocks, u32 0, then one block per directory listed, the one
- * asked for first and then the subdirectories listed along with it. A block is u32 count,
+ * asked for first and then those listed along with it. A block is u32 count,
  * u16 relLen, 10 bytes of 0, rel padded to 8, the directory's own record, one record per name.
  */
 export function decodeListAnswer(buf: Buffer): ListedDir[] {
+  return decodeListAnswerWithFrontier(buf).dirs;
+}
+
+/**
+ * The same, with what follows the blocks when the answer has it: the frontier, directories
+ * the walk reached and did not list (u32 count, then a u16 length and the path, each).
+ */
+export function decodeListAnswerWithFrontier(buf: Buffer): { dirs: ListedDir[]; frontier: string[] } {
   const blocks = buf.readUInt32LE(0);
-  const out: ListedDir[] = [];
+  const dirs: ListedDir[] = [];
   let at = 8;
   for (let i = 0; i < blocks; i++) {
     if (at + 16 > buf.length) throw new RangeError(`listing block ${i} runs past the answer`);
@@ -176,10 +184,22 @@ export function decodeListAnswer(buf: Buffer): ListedDir[] {
     const relLen = buf.readUInt16LE(at + 4);
     const rel = buf.toString('latin1', at + 16, at + 16 + relLen);
     const { listing, next } = decodeListing(buf, at + 16 + ((relLen + 7) & ~7), count);
-    out.push({ rel, listing });
+    dirs.push({ rel, listing });
     at = next;
   }
-  return out;
+  const frontier: string[] = [];
+  if (at + 4 <= buf.length) {
+    const n = buf.readUInt32LE(at);
+    at += 4;
+    for (let i = 0; i < n; i++) {
+      if (at + 2 > buf.length) throw new RangeError('listing frontier runs past the answer');
+      const l = buf.readUInt16LE(at);
+      if (at + 2 + l > buf.length) throw new RangeError('listing frontier runs past the answer');
+      frontier.push(buf.toString('latin1', at + 2, at + 2 + l));
+      at += 2 + l;
+    }
+  }
+  return { dirs, frontier };
 }
 
 /**

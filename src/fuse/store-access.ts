@@ -37,6 +37,7 @@ interface Job {
   readonly d2: number;
   readonly s0: Buffer | undefined;
   readonly s1: Buffer | undefined;
+  readonly s2: Buffer | undefined;
   readonly fd: number;
   readonly cb: StoreCallback;
   readonly queuedAt: number;
@@ -120,9 +121,13 @@ export class StoreAccess {
     this.start(NC.OP_LOOKUP, `lookup ${join(dir, name)}`, true, cb, { s0: bytes(dir), s1: bytes(name) });
   }
 
-  /** The directory, and up to `prefetch` entries' worth of its subdirectories, breadth first. */
-  list(dir: string, prefetch: number, cb: StoreCallback): void {
-    this.start(NC.OP_LIST, `list ${dir || '/'}`, true, cb, { s0: bytes(dir), i1: prefetch });
+  /**
+   * The directory, and up to `prefetch` entries' worth of its subdirectories and of the
+   * directories named in `next` (paths in the layer), breadth first.
+   */
+  list(dir: string, prefetch: number, next: readonly string[], cb: StoreCallback): void {
+    const s2 = next.length > 0 ? bytes(next.join('\n')) : undefined;
+    this.start(NC.OP_LIST, `list ${dir || '/'}`, true, cb, { s0: bytes(dir), i1: prefetch, ...(s2 ? { s2 } : {}) });
   }
 
   stat(path: string, cb: StoreCallback): void {
@@ -171,9 +176,9 @@ export class StoreAccess {
 
   // ---- machinery ----------------------------------------------------------------------------
 
-  private start(op: number, what: string, usesRoot: boolean, cb: StoreCallback, a: { s0?: Buffer; s1?: Buffer; fd?: number; i1?: number; d2?: number }): void {
+  private start(op: number, what: string, usesRoot: boolean, cb: StoreCallback, a: { s0?: Buffer; s1?: Buffer; s2?: Buffer; fd?: number; i1?: number; d2?: number }): void {
     const job: Job = {
-      op, what, usesRoot, cb, i1: a.i1 ?? 0, d2: a.d2 ?? 0, s0: a.s0, s1: a.s1, fd: a.fd ?? -1,
+      op, what, usesRoot, cb, i1: a.i1 ?? 0, d2: a.d2 ?? 0, s0: a.s0, s1: a.s1, s2: a.s2, fd: a.fd ?? -1,
       queuedAt: performance.now(), settled: false, retried: false,
     };
     if (this.closed && usesRoot) {
@@ -190,7 +195,7 @@ export class StoreAccess {
   private submit(job: Job): void {
     this.running++;
     const i0 = job.usesRoot ? this.rootFd : job.fd;
-    const r = submitJob(job.op, (res, out) => this.done(job, res, out), i0, job.i1, job.d2, job.s0, job.s1);
+    const r = submitJob(job.op, (res, out) => this.done(job, res, out), i0, job.i1, job.d2, job.s0, job.s1, job.s2);
     if (r < 0) {
       this.running--;
       this.settle(job, r, undefined);

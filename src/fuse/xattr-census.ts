@@ -75,14 +75,13 @@ export class XattrCensus {
       if (done.has(dir)) continue;
       const out = await new Promise<Buffer | number>((resolve) => {
         // Subdirectories come along, as for any listing: fewer calls for the same walk.
-        this.store.list(dir, 512, (res, buf) => resolve(res < 0 || !buf ? res : buf));
+        this.store.list(dir, 512, [], (res, buf) => resolve(res < 0 || !buf ? res : buf));
       });
       if (typeof out === 'number') {
         this.log.debug({ dir: `/${dir}`, errno: out }, 'xattr census stopped: the store failed');
         return 'failed';
       }
-      for (const { rel, listing } of decodeListAnswer(out)) {
-        const path = join(dir, rel);
+      for (const { rel: path, listing } of decodeListAnswer(out)) {
         done.add(path);
         if (listing.self.opaque || (typeof listing.self.xattrs !== 'string' && listing.self.xattrs.size > 0) || listing.self.xattrs === 'error') return 'some';
         if (listing.xattrs.size > 0) return 'some';
