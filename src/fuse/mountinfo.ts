@@ -55,6 +55,32 @@ export async function readMountInfo(file = '/proc/self/mountinfo'): Promise<Moun
   return parseMountInfo(await fs.promises.readFile(file, 'utf8'));
 }
 
+/** A path as mountinfo writes it (space, tab, newline and backslash in octal). */
+export function escapeMountPath(p: string): string {
+  return p.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+}
+
+/**
+ * The mounts whose line names one of paths (as mountpoint, or in an overlay's options). A node
+ * with thousands of layer mounts has a mountinfo of thousands of lines: only the lines that can
+ * matter are parsed.
+ */
+export async function readMountInfoAbout(paths: readonly string[], file = '/proc/self/mountinfo'): Promise<MountInfo[]> {
+  const text = await fs.promises.readFile(file, 'utf8');
+  // Overlay options escape ':' and ',' once more, with a backslash.
+  const needles = paths.flatMap((p) => {
+    const e = escapeMountPath(p);
+    return [e, e.replace(/[:,]/g, (c) => `\\${c}`)];
+  });
+  const out: MountInfo[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || !needles.some((n) => line.includes(n))) continue;
+    const m = parseMountInfoLine(line);
+    if (m) out.push(m);
+  }
+  return out;
+}
+
 export function isFuseType(fsType: string): boolean {
   return fsType === 'fuse' || fsType === 'fuseblk' || fsType.startsWith('fuse.');
 }

@@ -4,6 +4,7 @@
 // helper and no mtab are involved.
 import { NC, bytes, submitJob } from './native.js';
 import { constants } from 'node:os';
+import path from 'node:path';
 
 const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v, k]));
 
@@ -43,4 +44,18 @@ export function mountFuse(mp: string, devFd: number, o: FuseMountOptions): Promi
 /** umount2(mp); lazy detaches it now and frees it when its last user goes. Links at mp are not followed. */
 export function umount(mp: string, lazy: boolean): Promise<void> {
   return run(NC.OP_UMOUNT, `umount ${mp}`, NC.UMOUNT_NOFOLLOW | (lazy ? NC.MNT_DETACH : 0), Buffer.from(mp));
+}
+
+/**
+ * Whether something is mounted at mp, found without asking the mounted filesystem anything
+ * (a FUSE mount whose server hangs would hang a stat), and without reading mountinfo, which
+ * costs the kernel a line per mount of the node. ENOSYS where openat2 is missing (Linux < 5.6).
+ */
+export function isMountpoint(mp: string): Promise<boolean> {
+  const parent = path.dirname(mp);
+  return new Promise((resolve, reject) => {
+    const r = submitJob(NC.OP_ISMOUNT, (res) => (res < 0 ? reject(new SyscallError(`is ${mp} a mountpoint`, -res)) : resolve(res === 1)),
+      0, 0, 0, Buffer.from(parent), Buffer.from(path.basename(mp)));
+    if (r < 0) reject(new SyscallError(`is ${mp} a mountpoint`, -r));
+  });
 }

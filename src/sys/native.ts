@@ -13,7 +13,7 @@ export interface ChannelHandle { readonly __channel: unique symbol }
 export interface NativeConstants {
   OP_LOOKUP: number; OP_STAT: number; OP_LIST: number; OP_READLINK: number; OP_OPEN: number; OP_PREAD: number;
   OP_CLOSE: number; OP_STATFS: number; OP_OPENROOT: number; OP_MOUNT: number; OP_UMOUNT: number; OP_GETXATTR: number;
-  OP_SLEEP: number;
+  OP_SLEEP: number; OP_ISMOUNT: number;
   FLAG_OPAQUE: number; FLAG_XATTR_ERROR: number; FLAG_WHITEOUT: number;
   REC_HEAD: number; ATTR_SIZE: number; SLOT_COUNT: number;
   MS_RDONLY: number; MS_NOSUID: number; MS_NODEV: number; MNT_DETACH: number; MNT_FORCE: number; UMOUNT_NOFOLLOW: number;

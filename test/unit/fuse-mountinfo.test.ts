@@ -48,3 +48,25 @@ test('overlay users of a layer mount are found from the overlay super options, e
   assert.equal(overlaysUsing([m], ['/s/mnt/a b']).length, 1);
   assert.equal(overlaysUsing([m], ['/s/mnt/a']).length, 0);
 });
+
+test('only the lines naming a path are parsed: its mounts, and the overlays that stack it, escapes included', async () => {
+  const { escapeMountPath, readMountInfoAbout } = await import('../../src/fuse/mountinfo.js');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  assert.equal(escapeMountPath('/a b\tc\nd\\e'), '/a\\040b\\011c\\012d\\134e');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mountinfo-'));
+  const file = path.join(dir, 'mountinfo');
+  fs.writeFileSync(file, [
+    SAMPLE,
+    '46 27 0:43 / /run/c/rootfs rw,relatime - overlay overlay rw,lowerdir=/var/lib/cvmfs-snapshotter/mnt/ab\\040cd:/x\\:y,upperdir=/u,workdir=/w',
+  ].join('\n'));
+  try {
+    const about = await readMountInfoAbout(['/var/lib/cvmfs-snapshotter/mnt/ab cd'], file);
+    assert.deepEqual(about.map((m) => m.mountPoint), ['/var/lib/cvmfs-snapshotter/mnt/ab cd', '/run/c/rootfs']);
+    assert.deepEqual((await readMountInfoAbout(['/x:y'], file)).map((m) => m.mountPoint), ['/run/c/rootfs']);
+    assert.deepEqual(await readMountInfoAbout(['/nowhere'], file), []);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -7,9 +7,9 @@ import { SnapshotterError, FailedPrecondition, NotFound } from '../../errors.js'
 import type { Logger } from '../../log.js';
 import { MetadataCache, type CacheStats } from '../../cache/index.js';
 import { native, bytes } from '../../sys/native.js';
-import { mountFuse } from '../../sys/mount.js';
+import { isMountpoint, mountFuse } from '../../sys/mount.js';
 import type { LayerCache } from '../layer-fs.js';
-import { isFuseType, overlaysUsing, readMountInfo, type MountInfo } from '../mountinfo.js';
+import { isFuseType, overlaysUsing, readMountInfoAbout, type MountInfo } from '../mountinfo.js';
 import { NO_OBSERVER, type FuseObserver } from '../observer.js';
 import type { FileBudget } from '../open-files.js';
 import { PagedListings } from '../paged-listings.js';
@@ -97,6 +97,7 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
   private readonly maxLayers: number;
   private readonly fdLimit: number;
   private readonly released = new WeakSet<Served>();
+  private readonly outcomes = new WeakMap<Served, UnmountOutcome>();
 
   constructor(opts: FuseLayerMounterOptions) {
     this.log = opts.log;
@@ -237,10 +238,11 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
 
   async unmountLocked(mp: string): Promise<UnmountOutcome | 'not-mounted'> {
     const s = this.table.served.get(mp);
+    if (s && await this.unmountServed(s)) return this.outcomes.get(s) ?? 'unmounted';
     let outcome: UnmountOutcome | 'not-mounted' = 'not-mounted';
     // Mounts can be stacked on one point (a stale one under a fresh one): take them all.
     for (let i = 0; i < 8; i++) {
-      const all = await readMountInfo();
+      const all = await readMountInfoAbout(this.table.namesOf(mp));
       const here = all.filter((m) => m.mountPoint === mp);
       if (here.length === 0) break;
       if (!here.every((m) => isFuseType(m.fsType))) throw new FailedPrecondition(`${mp} holds a mount that is not FUSE; not unmounting it`);
@@ -255,6 +257,42 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
     }
     if (s) await this.release(s, outcome);
     return outcome;
+  }
+
+  /**
+   * The common case, without reading mountinfo (which costs a line per mount of the node): our
+   * own mount, unmounted; if the kernel does not end its connection at once, someone (an
+   * overlay stacking it, a process in it) still uses it: that is a lazy unmount, and the layer
+   * is served until they go. False when something else is mounted there too (then the general
+   * path sorts it out).
+   */
+  private async unmountServed(s: Served): Promise<boolean> {
+    const mp = s.mountpoint;
+    let outcome: UnmountOutcome;
+    try {
+      outcome = await kernelUnmount(mp);
+    } catch {
+      return false;
+    }
+    if (await isMountpoint(mp).catch(() => true)) {
+      // A mount below ours: count ours, and let the general path take the rest.
+      this.countOutcome(outcome);
+      return false;
+    }
+    const gone = outcome === 'unmounted' && await withDeadline(s.channel.gone, 2000, 'the end of the FUSE connection').then(() => true, () => false);
+    if (!gone && outcome === 'unmounted') {
+      outcome = 'lazy';
+      s.log.warn({ mountpoint: mp }, 'layer still in use (stacked by an overlay, or a process in it); detached lazily');
+    }
+    this.countOutcome(outcome);
+    this.outcomes.set(s, outcome);
+    await this.release(s, outcome);
+    return true;
+  }
+
+  private countOutcome(o: UnmountOutcome): void {
+    if (o === 'lazy') this.table.count.lazyUnmounts++;
+    else this.table.count.unmounts++;
   }
 
   /** A foreign mount whose server does not answer: free whoever waits on it before unmounting. */
@@ -327,7 +365,7 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
     this.watchGone(s);
     startCensus(s, this.ctx.tuning);
     if (!s.bridge.passthrough && this.ctx.tuning.readAheadKb > 0) {
-      const dev = (await readMountInfo()).find((m) => m.mountPoint === mp)?.majorMinor;
+      const dev = (await readMountInfoAbout([mp])).find((m) => m.mountPoint === mp)?.majorMinor;
       // Only speed is at stake: a kernel without the knob still serves the layer.
       if (dev) await setReadAheadKb(dev, this.ctx.tuning.readAheadKb).catch((err: unknown) => log.debug({ err }, 'could not raise read-ahead'));
     }
@@ -336,7 +374,9 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
 
   /** A mount already at mp that is not ours: stale ones go; a live one is not ours to take. */
   private async clearInTheWay(mp: string): Promise<void> {
-    const here = (await readMountInfo()).filter((m) => m.mountPoint === mp);
+    // Nearly always nothing is there: asked without reading mountinfo (see isMountpoint).
+    if (!await isMountpoint(mp).catch(() => true)) return;
+    const here = (await readMountInfoAbout([mp])).filter((m) => m.mountPoint === mp);
     if (here.length === 0) return;
     const foreignFuse = here.every((m) => isFuseType(m.fsType));
     const health = await probeMount(mp, this.probeTimeoutMs);
@@ -345,7 +385,7 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
       throw new FailedPrecondition(`${mp} already has a live ${top.fsType} mount from ${top.source}; unmount it first`);
     }
     for (const m of here) await this.abortIfHung(m, health.health);
-    while ((await readMountInfo()).some((m) => m.mountPoint === mp)) {
+    while ((await readMountInfoAbout([mp])).some((m) => m.mountPoint === mp)) {
       await this.kernelUnmountCounted(mp);
     }
     this.table.count.staleCleared++;
