@@ -11,7 +11,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import fs from 'node:fs';
 import path from 'node:path';
 import { FuseLayerMounter } from '../../src/fuse/index.js';
 import { DEFAULT_TUNING } from '../../src/fuse/tuning.js';
@@ -22,14 +21,10 @@ import { waitUntil } from '../helpers/wait.js';
 import { FaultyStore } from './faulty-store.js';
 import { LogCapture, OpCounter, PyChild, eventually, percentile } from './fault-kit.js';
 import { probeOne } from './fs-probe.js';
+import { LAYER_REL, PARALLEL_LOOKUPS_PY, TIMED_LOOKUPS_PY, WIDE, WIDE_DATA, entry, writeWideLayer } from './stall-kit.js';
 
-const HEX = 'cd'.repeat(32);
-const LAYER_REL = `.layers/cd/${HEX}/layerfs`;
-/** Entries of the layer's root and of its directory D. */
-const WIDE = 1000;
 const STALLED_LOOKUPS = 600;
 const HEALTHY_LOOKUPS = 1000;
-const DATA = 'served while the other layer is stalled\n';
 
 let scope: Scope;
 let mounter: FuseLayerMounter;
@@ -46,26 +41,6 @@ before(async () => {
 });
 
 after(() => scope.teardown());
-
-const entry = (i: number): string => `entry-${String(i).padStart(4, '0')}`;
-
-/**
- * A layer whose root and whose directory D are both bigger than listDirBytes, so that the
- * server looks each name up in the store on its own (a small directory is listed whole, and
- * every lookup in it then waits for that one listing). D/entry-NNNN holds NNNN bytes.
- */
-function writeWideLayer(dir: string): void {
-  fs.mkdirSync(path.join(dir, 'D'), { recursive: true });
-  for (let i = 0; i < WIDE; i++) {
-    fs.writeFileSync(path.join(dir, `pad-${String(i).padStart(4, '0')}`), '');
-    fs.writeFileSync(path.join(dir, 'D', entry(i)), 'x'.repeat(i));
-  }
-  fs.writeFileSync(path.join(dir, 'data.txt'), DATA);
-  for (const d of [dir, path.join(dir, 'D')]) {
-    const size = fs.statSync(d).size;
-    assert.ok(size > DEFAULT_TUNING.listDirBytes, `${d} is ${size} bytes, not more than listDirBytes (${DEFAULT_TUNING.listDirBytes}): the server would list it instead of looking names up`);
-  }
-}
 
 interface StoreLayer {
   store: FaultyStore;
@@ -110,44 +85,6 @@ function track(c: PyChild): PyChild {
 
 const waiting = (): number => mounter.counters().waitingForStore;
 
-// Looks up every path on a thread of its own, so all of them are in the kernel at once.
-const MANY_LOOKUPS_PY = String.raw`
-import errno, json, os, sys, threading
-threading.stack_size(256 * 1024)
-paths = json.loads(sys.stdin.readline())
-results = [None] * len(paths)
-def look(i):
-    try:
-        results[i] = 'size:%d' % os.lstat(paths[i]).st_size
-    except OSError as e:
-        results[i] = errno.errorcode.get(e.errno, str(e.errno))
-threads = [threading.Thread(target=look, args=(i,)) for i in range(len(paths))]
-for t in threads: t.start()
-print('started', flush=True)
-for t in threads: t.join()
-print('results ' + json.dumps(results), flush=True)
-`;
-
-// One lookup after another, each timed here (for information: nothing asserts a time).
-const HEALTHY_LAYER_PY = String.raw`
-import errno, hashlib, json, os, sys, time
-mnt, n = sys.argv[1], int(sys.argv[2])
-lat, wrong = [], []
-for i in range(n):
-    p = os.path.join(mnt, 'D', 'missing-%05d' % i)
-    t0 = time.perf_counter_ns()
-    try:
-        os.lstat(p)
-        wrong.append([p, 'exists'])
-    except OSError as e:
-        if e.errno != errno.ENOENT: wrong.append([p, errno.errorcode.get(e.errno, str(e.errno))])
-    lat.append(time.perf_counter_ns() - t0)
-listed = len(os.listdir(os.path.join(mnt, 'D')))
-with open(os.path.join(mnt, 'data.txt'), 'rb') as f:
-    sha = hashlib.sha256(f.read()).hexdigest()
-print('done ' + json.dumps({'lat': lat, 'wrong': wrong, 'listed': listed, 'sha': sha}), flush=True)
-`;
-
 test('a stalled store next to a healthy one: 600 lookups wait on at most storeCallsPerLayer store threads while another layer answers 1,000 lookups, a listing and a read; after heal all 600 answer right and nothing stays pending', async (t) => {
   const a = await stalledLayer('a');
   const bLayer = path.join(await scope.mkdir('b', 'store'), LAYER_REL);
@@ -156,13 +93,14 @@ test('a stalled store next to a healthy one: 600 lookups wait on at most storeCa
   await mounter.mount(bLayer, bMnt, log.logger);
   scope.defer('unmount the b layer', async () => { await mounter.unmount(bMnt); });
 
-  // D itself is known before the stall: only what is inside it waits.
+  // D is looked up before the stall: looking a directory up reads inside it (its opaque
+  // marker), and what is inside D is what stalls.
   assert.equal((await probeOne({ op: 'lstat', path: path.join(a.mnt, 'D') })).stat?.type, 'dir');
   await a.store.stall(a.storePath('D/'), 'lookup');
 
   // Half of them name files of D (the answer is their size), half names D does not have.
   const names = Array.from({ length: STALLED_LOOKUPS }, (_, i) => (i % 2 === 0 ? entry(i) : `absent-${i}`));
-  const stalled = track(new PyChild(MANY_LOOKUPS_PY, [], `${JSON.stringify(names.map((n) => path.join(a.mnt, 'D', n)))}\n`));
+  const stalled = track(new PyChild(PARALLEL_LOOKUPS_PY, [], `${JSON.stringify(names.map((n) => path.join(a.mnt, 'D', n)))}\n`));
   await stalled.line('started');
   await eventually(() => waiting() >= STALLED_LOOKUPS, () => `all ${STALLED_LOOKUPS} lookups of the stalled layer to be waiting in the server (waiting: ${waiting()})`, 60_000);
   // Past the pool's stuck threshold (1 s), a thread blocked in the store counts as stuck.
@@ -172,7 +110,7 @@ test('a stalled store next to a healthy one: 600 lookups wait on at most storeCa
   assert.ok(held.inflight <= DEFAULT_TUNING.storeCallsPerLayer && held.stuck <= DEFAULT_TUNING.storeCallsPerLayer,
     `the stall holds ${held.inflight} store calls (${held.stuck} stuck threads); at most storeCallsPerLayer = ${DEFAULT_TUNING.storeCallsPerLayer} may`);
 
-  const healthy = track(new PyChild(HEALTHY_LAYER_PY, [bMnt, String(HEALTHY_LOOKUPS)]));
+  const healthy = track(new PyChild(TIMED_LOOKUPS_PY, [bMnt, String(HEALTHY_LOOKUPS), 'missing', 'and-read']));
   await waitUntil(() => !healthy.running, { what: 'the healthy layer to answer while the other one is stalled', timeoutMs: 120_000 });
   const hExit = await healthy.exited;
   // Read before anything is released: this is what "while A was still stalled" means.
@@ -183,7 +121,7 @@ test('a stalled store next to a healthy one: 600 lookups wait on at most storeCa
   t.diagnostic(`healthy layer's lookups while ${STALLED_LOOKUPS} wait on the stalled one: p50 ${ms(percentile(h.lat, 50))} ms, p99 ${ms(percentile(h.lat, 99))} ms, max ${ms(Math.max(...h.lat))} ms`);
   assert.deepEqual({ ...stillStalled, lookups: h.lat.length, wrong: h.wrong, listed: h.listed, sha: h.sha }, {
     readerRunning: true, waiting: true, answered: 0,
-    lookups: HEALTHY_LOOKUPS, wrong: [], listed: WIDE, sha: createHash('sha256').update(DATA).digest('hex'),
+    lookups: HEALTHY_LOOKUPS, wrong: [], listed: WIDE, sha: createHash('sha256').update(WIDE_DATA).digest('hex'),
   });
 
   await a.store.heal();
