@@ -142,6 +142,61 @@ test('a stalled store next to a healthy one: 600 lookups wait on at most storeCa
   assert.deepEqual(mountsUnder(scope.dir).map((m) => m.mountPoint), [], 'mounts left after the test');
 });
 
+/** The names of one healthy-layer round: lookups of missing names, a listing, a read, all right. */
+async function healthyRound(bMnt: string, prefix: string, what: string): Promise<{ lookups: number; wrong: string[][]; listed: number; sha: string }> {
+  const c = track(new PyChild(TIMED_LOOKUPS_PY, [bMnt, '50', prefix, 'and-read']));
+  await waitUntil(() => !c.running, { what, timeoutMs: 60_000 });
+  const e = await c.exited;
+  assert.equal(e.code, 0, e.stderr);
+  const h = JSON.parse((e.stdout.find((l) => l.startsWith('done ')) ?? 'done {}').slice(5)) as { lat: number[]; wrong: string[][]; listed: number; sha: string };
+  return { lookups: h.lat.length, wrong: h.wrong, listed: h.listed, sha: h.sha };
+}
+
+test('more stalled layers than the store pool has threads: a healthy layer still answers, before and after the stalled threads count as stuck', async () => {
+  // One layer more than the pool's threads can hold at storeCallsPerLayer each: the stalled
+  // calls then fill every thread and some wait in the pool's queue.
+  const count = Math.floor(DEFAULT_TUNING.poolThreads / DEFAULT_TUNING.storeCallsPerLayer) + 1;
+  const perLayer = DEFAULT_TUNING.storeCallsPerLayer * 2;
+  const backing = await scope.mkdir('many', 'backing');
+  const storeMnt = await scope.mkdir('many', 'store');
+  const rel = (i: number): string => `.layers/ee/${String(i).padStart(64, 'e')}/layerfs`;
+  for (let i = 0; i < count; i++) writeWideLayer(path.join(backing, rel(i)));
+  const store = await FaultyStore.start(backing, storeMnt);
+  scope.defer('stop the many store', () => store.stop());
+  stores.push(store);
+  const mnts: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const mnt = scope.path('many', `mnt${i}`);
+    await mounter.mount(path.join(storeMnt, rel(i)), mnt, log.logger);
+    scope.defer(`unmount many layer ${i}`, async () => { await mounter.unmount(mnt); });
+    mnts.push(mnt);
+    assert.equal((await probeOne({ op: 'lstat', path: path.join(mnt, 'D') })).stat?.type, 'dir');
+  }
+  scope.defer('heal the many store', async () => { if (store.running) await store.heal(); });
+  const bLayer = path.join(await scope.mkdir('many-b', 'store'), LAYER_REL);
+  writeWideLayer(bLayer);
+  const bMnt = scope.path('many-b', 'mnt');
+  await mounter.mount(bLayer, bMnt, log.logger);
+  scope.defer('unmount the many-b layer', async () => { await mounter.unmount(bMnt); });
+
+  const w0 = waiting();
+  for (let i = 0; i < count; i++) await store.stall(`/${rel(i)}/D/`, 'lookup');
+  const stalled = mnts.map((mnt) => track(new PyChild(PARALLEL_LOOKUPS_PY, [],
+    `${JSON.stringify(Array.from({ length: perLayer }, (_, k) => path.join(mnt, 'D', `absent-${k}`)))}\n`)));
+  await eventually(() => waiting() - w0 >= count * perLayer, () => `${count * perLayer} lookups waiting on the stalled layers (waiting: ${waiting() - w0})`, 60_000);
+  // At once, while the stalled calls may not count as stuck yet, and again once they all do.
+  const early = await healthyRound(bMnt, 'early', 'the healthy layer to answer right after the stall began');
+  await eventually(() => poolStats().stuck >= DEFAULT_TUNING.poolThreads, () => `every pool thread stuck in the stalled store (pool: ${JSON.stringify(poolStats())})`, 30_000);
+  const late = await healthyRound(bMnt, 'late', 'the healthy layer to answer once every pool thread was stuck');
+  const stillStalled = stalled.every((c) => c.running) && waiting() - w0 >= count * perLayer;
+  const right = { lookups: 50, wrong: [], listed: WIDE, sha: createHash('sha256').update(WIDE_DATA).digest('hex') };
+  assert.deepEqual({ early, late, stillStalled }, { early: right, late: right, stillStalled: true });
+
+  await store.heal();
+  await eventually(() => stalled.every((c) => !c.running) && waiting() === w0, () => `the stalled lookups to finish after heal (waiting: ${waiting() - w0})`, 120_000);
+  for (const c of stalled) assert.equal((await c.exited).code, 0);
+});
+
 // Blocks in one raw system call and reports its errno. The SIGINT handler does nothing and
 // returns, and a ctypes call is not retried, so an EINTR the server answered reaches python as
 // it is (os.lstat would retry it, PEP 475).
