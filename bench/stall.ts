@@ -17,7 +17,7 @@ import { poolStats } from '../src/sys/native.js';
 import { FaultyStore } from '../test/integration/faulty-store.js';
 import { PyChild, eventually, percentile } from '../test/integration/fault-kit.js';
 import { probeOne } from '../test/integration/fs-probe.js';
-import { LAYER_REL, PARALLEL_LOOKUPS_PY, TIMED_LOOKUPS_PY, entry, writeWideLayer } from '../test/integration/stall-kit.js';
+import { LAYER_REL, PARALLEL_LOOKUPS_PY, TIMED_LOOKUPS_PY, writeWideLayer } from '../test/integration/stall-kit.js';
 import { log } from './stats.js';
 
 const { values } = parseArgs({
@@ -76,15 +76,16 @@ try {
 
   const none: number[] = [];
   const stalled: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
+  const quiet = async (r: number): Promise<void> => {
     log(`round ${r + 1}/${ROUNDS}: ${LOOKUPS} lookups on B with nothing stalled`);
     none.push(...await timedLookups(`none${r}`));
-
+  };
+  const underStall = async (r: number): Promise<void> => {
     // The stall holds what is inside D, and each round asks names of its own: nothing the
     // kernel or the server learnt in an earlier round answers them.
     await s.stall(`/${LAYER_REL}/D/`, 'lookup');
-    const names = Array.from({ length: STALLED }, (_, i) => join(aMnt, 'D', i % 2 === 0 ? entry(i) : `absent-r${r}-${i}`));
-    const held = new PyChild(PARALLEL_LOOKUPS_PY, [], `${JSON.stringify(r === 0 ? names : names.map((n) => `${n}-r${r}`))}\n`);
+    const names = Array.from({ length: STALLED }, (_, i) => join(aMnt, 'D', `absent-r${r}-${i}`));
+    const held = new PyChild(PARALLEL_LOOKUPS_PY, [], `${JSON.stringify(names)}\n`);
     children.push(held);
     await held.line('started');
     await eventually(() => mounter.counters().waitingForStore >= STALLED, () => `${STALLED} lookups waiting on the stalled store (waiting: ${mounter.counters().waitingForStore})`, 60_000);
@@ -93,6 +94,16 @@ try {
     if (!held.running || mounter.counters().waitingForStore < STALLED) throw new Error('the stall ended before B\'s lookups did: the round measured nothing');
     await s.heal();
     await eventually(() => !held.running && mounter.counters().waitingForStore === 0, () => `the stalled lookups to finish after heal (waiting: ${mounter.counters().waitingForStore})`, 120_000);
+  };
+  // Which phase comes first alternates, so that warming up and the aftermath of a heal fall on both.
+  for (let r = 0; r < ROUNDS; r++) {
+    if (r % 2 === 0) {
+      await quiet(r);
+      await underStall(r);
+    } else {
+      await underStall(r);
+      await quiet(r);
+    }
   }
 
   const a = stats(none);
