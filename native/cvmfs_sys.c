@@ -475,10 +475,12 @@ static job_t *queue_head, *queue_tail;
 static job_t *done_head, *done_tail;
 static size_t queued;
 static int nthreads, nidle;
+static int nstarting;  // created, not yet looking at the queue: each will take a job
 static int max_threads = 32;
 static double stuck_ms = 1000;
 static worker_t workers[HARD_MAX_THREADS];
 static uv_async_t done_async;
+static uv_timer_t grow_timer;
 static int inflight;  // main thread only
 static uint64_t jobs_done;
 
@@ -780,6 +782,7 @@ static int stuck_count_locked(double now) {
 static void *worker_main(void *arg) {
   worker_t *w = arg;
   pthread_mutex_lock(&pool_mu);
+  nstarting--;
   for (;;) {
     while (!queue_head) {
       nidle++;
@@ -819,16 +822,19 @@ static void *worker_main(void *arg) {
   }
 }
 
-// Starts a thread when none is idle, up to max_threads plus one for each thread stuck in a
-// store call for longer than stuck_ms (a stalled store must not take the pool from the others).
-static int maybe_grow_locked(void) {
-  if (nidle > (int)queued) return 0;  // an idle thread will take the job about to be queued
+// Starts threads while jobs (those queued and `incoming` about to be) outnumber the threads
+// free to take them, up to max_threads plus one for each thread stuck in a store call for
+// longer than stuck_ms (a stalled store must not take the pool from the others). All that are
+// allowed start now, not one per submit: the queue is first in, first out, so a healthy
+// layer's call queued behind stalled ones gets a thread only once every job ahead of it has one.
+static int maybe_grow_locked(size_t incoming) {
   double now = now_ms();
   int allowed = max_threads + stuck_count_locked(now);
   if (allowed > HARD_MAX_THREADS) allowed = HARD_MAX_THREADS;
-  if (nthreads >= allowed) return 0;
-  for (int i = 0; i < HARD_MAX_THREADS; i++) {
-    if (workers[i].tid != 0) continue;
+  while ((size_t)(nidle + nstarting) < queued + incoming && nthreads < allowed) {
+    int i = 0;
+    while (i < HARD_MAX_THREADS && workers[i].tid != 0) i++;
+    if (i == HARD_MAX_THREADS) return 0;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
@@ -841,9 +847,20 @@ static int maybe_grow_locked(void) {
       return -r;
     }
     nthreads++;
-    return 0;
+    nstarting++;
   }
   return 0;
+}
+
+// Jobs left waiting because every thread was busy are looked at again once those threads may
+// count as stuck: only a submit grows the pool, and none may come (one reader, one lookup).
+static void on_grow_timer(uv_timer_t *h) {
+  pthread_mutex_lock(&pool_mu);
+  maybe_grow_locked(0);
+  int starved = queued > (size_t)(nidle + nstarting);
+  double again = stuck_ms;
+  pthread_mutex_unlock(&pool_mu);
+  if (starved) uv_timer_start(h, on_grow_timer, (uint64_t)again + 1, 0);
 }
 
 // ---- JavaScript side ------------------------------------------------------------------------
@@ -1193,7 +1210,7 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
     return num(env, -EINVAL);
   }
   pthread_mutex_lock(&pool_mu);
-  int g = maybe_grow_locked();
+  int g = maybe_grow_locked(1);
   if (g != 0 && nthreads == 0) {
     pthread_mutex_unlock(&pool_mu);
     free(j->s0);
@@ -1210,7 +1227,10 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   queue_tail = j;
   queued++;
   pthread_cond_signal(&pool_cv);
+  int starved = queued > (size_t)(nidle + nstarting);
+  double wait = stuck_ms;
   pthread_mutex_unlock(&pool_mu);
+  if (starved && !uv_is_active((uv_handle_t *)&grow_timer)) uv_timer_start(&grow_timer, on_grow_timer, (uint64_t)wait + 1, 0);
   if (inflight++ == 0) uv_ref((uv_handle_t *)&done_async);
   return num(env, 0);
 }
@@ -1366,6 +1386,9 @@ static napi_value init(napi_env env, napi_value exports) {
     return NULL;
   }
   uv_unref((uv_handle_t *)&done_async);
+  // Never keeps the process alive by itself: jobs in flight hold done_async.
+  uv_timer_init(loop, &grow_timer);
+  uv_unref((uv_handle_t *)&grow_timer);
   napi_value name, resource;
   napi_create_string_utf8(env, "cvmfs_sys", NAPI_AUTO_LENGTH, &name);
   CHECK(napi_async_init(env, NULL, name, &async_ctx));

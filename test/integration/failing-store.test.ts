@@ -16,44 +16,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { FuseLayerMounter } from '../../src/fuse/index.js';
-import type { Logger } from '../../src/log.js';
 import { execOk } from '../../src/sys/exec.js';
 import { Scope } from '../helpers/scope.js';
 import { listMounts } from '../helpers/mounts.js';
 import { waitUntil } from '../helpers/wait.js';
 import { FaultyStore } from './faulty-store.js';
+import { LogCapture } from './fault-kit.js';
 import { dataText, probe, probeOne, readAll, readOrHang } from './fs-probe.js';
-
-/** Every record a pino logger wrote, parsed. */
-class LogCapture {
-  readonly records: Record<string, unknown>[] = [];
-  readonly logger: Logger;
-  constructor() {
-    const records = this.records;
-    let partial = '';
-    const stream = new Writable({
-      write(chunk: Buffer, _enc, cb): void {
-        const lines = (partial + chunk.toString()).split('\n');
-        partial = lines.pop() ?? '';
-        for (const l of lines) if (l.trim() !== '') records.push(JSON.parse(l) as Record<string, unknown>);
-        cb();
-      },
-    });
-    this.logger = pino({ level: 'debug' }, stream);
-  }
-
-  mark(): number {
-    return this.records.length;
-  }
-
-  /** Records at warn or above since mark that mention any of the needles. */
-  problemsSince(mark: number, needles: readonly string[]): Record<string, unknown>[] {
-    return this.records.slice(mark).filter((r) => Number(r.level) >= 40 && needles.some((n) => JSON.stringify(r).includes(n)));
-  }
-}
 
 let scope: Scope;
 let mounter: FuseLayerMounter;

@@ -1,7 +1,8 @@
 // A layer store that can fail on command: a FUSE passthrough of a backing directory served by its
 // own process, the way a CernVM-FS repository is a FUSE mount served by cvmfs2. Killing the
 // server leaves a dead mount (ENOTCONN for everyone), as a crashed cvmfs2 does; a command makes
-// one path fail with a chosen errno at lookup, open or read; and the store can be unmounted and
+// one path fail with a chosen errno at lookup, open or read, answer late, or not answer at all
+// until healed (a stalled cvmfs2 waiting for its proxy); and the store can be unmounted and
 // started again at the same place.
 // The server is Debian's python3-fusepy (libfuse 2), not the project's FUSE code: it stands in
 // for the world around the layer server. Nothing of it is cached by the kernel (timeouts 0,
@@ -18,15 +19,38 @@ const PYTHON = '/usr/bin/python3';
 export const FAULTY_STORE_FS_TYPE = 'fuse.faulty-store';
 
 const SERVER_PY = String.raw`
-import errno, json, os, sys, threading
+import errno, json, os, sys, threading, time
 from fusepy import FUSE, FuseOSError, Operations
 
 backing, mountpoint = sys.argv[1], sys.argv[2]
 faults = {}  # store path -> {op: errno}
+# (store path, op) -> Event. A key path ending in '/' holds everything inside that directory but
+# not the directory itself, so what leads to it still answers. fusepy serves each request on a
+# thread of its own, so a held request blocks only its thread.
+stalls = {}
+delays = {}  # (store path, op) -> seconds
+
+def stall_of(path, op):
+    ev = stalls.get((path, op))
+    if ev: return ev
+    for (p, o), e in list(stalls.items()):
+        if o == op and p.endswith('/') and path.startswith(p): return e
+    return None
 
 def check(path, op):
+    d = delays.get((path, op))
+    if d: time.sleep(d)
+    ev = stall_of(path, op)
+    if ev: ev.wait()
     e = faults.get(path, {}).get(op)
     if e: raise FuseOSError(e)
+
+def release(keep):
+    # Events are set, not just dropped: requests already waiting on them must go on.
+    for k in [k for k in stalls if not keep(k[0])]:
+        stalls.pop(k).set()
+    for k in [k for k in delays if not keep(k[0])]:
+        delays.pop(k)
 
 def full(path):
     return backing + path if path != '/' else backing
@@ -83,10 +107,16 @@ def commands():
         c = json.loads(line)
         if 'fail' in c:
             faults.setdefault(c['fail'], {})[c['op']] = getattr(errno, c.get('code', 'EIO'))
+        elif 'stall' in c:
+            stalls.setdefault((c['stall'], c['op']), threading.Event())
+        elif 'delay' in c:
+            delays[(c['delay'], c['op'])] = c['ms'] / 1000
         elif c.get('heal') == '*':
             faults.clear()
+            release(lambda p: False)
         elif 'heal' in c:
             faults.pop(c['heal'], None)
+            release(lambda p: p != c['heal'])
         sys.stdout.write('ok\n'); sys.stdout.flush()
 
 threading.Thread(target=commands, daemon=True).start()
@@ -127,9 +157,27 @@ export class FaultyStore {
     return this.command({ fail: p, op, code });
   }
 
-  /** Ends the faults of p, or all of them. */
+  /**
+   * From now on, op on the store path p blocks until heal(); with a p that ends in '/', op on
+   * everything inside that directory (not on the directory itself) does.
+   */
+  stall(p: string, op: StoreOp): Promise<void> {
+    return this.command({ stall: p, op });
+  }
+
+  /** From now on, op on the store path p answers only after ms milliseconds. */
+  delay(p: string, op: StoreOp, ms: number): Promise<void> {
+    return this.command({ delay: p, op, ms });
+  }
+
+  /** Ends the faults, stalls and delays of p (the exact string given to them), or all of them; stalled requests go on. */
   heal(p = '*'): Promise<void> {
     return this.command({ heal: p });
+  }
+
+  /** Whether its server still runs (a crashed or stopped store takes no command). */
+  get running(): boolean {
+    return !this.exited;
   }
 
   /** The server dies; its mount stays, dead: every access to it gets ENOTCONN. */
