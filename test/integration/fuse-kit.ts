@@ -73,6 +73,8 @@ export async function buildSampleLayer(dir: string): Promise<void> {
     setfattr -n user.bin -v 0x00ff01 file.txt
     setfattr -n user.d -v 1 xattrdir
     setfattr -h -n trusted.sym -v s link-rel
+    : > odd-xattr
+    python3 -c 'import os; os.setxattr("odd-xattr", b"user.\\xff\\xfe-x", b"latin")'
     printf 'in space' > 'with space/a file'
     printf 'deep' > deep/a/b/c/file
     : > .wh.deleted

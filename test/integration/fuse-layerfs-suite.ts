@@ -135,6 +135,17 @@ export function layerfsSuite(passthrough: boolean): void {
     assert.match(none.stderr, /No such attribute/);
   });
 
+  test('an xattr whose name is not UTF-8 is listed and read with its bytes unchanged', async () => {
+    const py = `
+import os, sys
+name = b'user.\\xff\\xfe-x'
+path = os.fsencode(sys.argv[1])
+print(name in os.listxattr(path) or name in [os.fsencode(n) for n in os.listxattr(path)], os.getxattr(path, name).decode())
+`;
+    assert.equal((await shOk(`python3 -c ${q(py)} ${q(layer + '/odd-xattr')}`)).trim(), 'True latin', 'the layer has it');
+    assert.equal((await shOk(`python3 -c ${q(py)} ${q(mnt + '/odd-xattr')}`)).trim(), 'True latin');
+  });
+
   test('an xattr buffer that is too small gets ERANGE, so the caller can retry with a bigger one', async () => {
     const py = `
 import ctypes, os, sys
