@@ -14,7 +14,7 @@ import { DEFAULT_CACHE_BYTES } from '../src/fuse/tuning.js';
 import { exec } from '../src/sys/exec.js';
 import { Scope } from '../test/helpers/scope.js';
 import {
-  MiB, buildBigDir, buildDeepLayer, dropDentries, mib, missingLookups, peakRssKb, rssKb, startFuseServer, storeLayerDir, type ServerUnderTest,
+  MiB, buildBigDir, buildDeepLayer, dropDentries, mib, missingLookups, peakRssKb, rssKb, startMemoryServer, storeLayerDir, type ServerUnderTest,
 } from '../test/helpers/memory-load.js';
 import { log, nowMs } from './stats.js';
 
@@ -45,9 +45,7 @@ async function sample(s: ServerUnderTest, what: string): Promise<Sample> {
 
 async function withServer(scope: Scope, name: string, fn: (s: ServerUnderTest, root: string) => Promise<Sample[]>): Promise<void> {
   const root = await scope.mkdir(name, 'root');
-  const s = await startFuseServer({
-    socket: join(await scope.mkdir(name, 'run'), 'fuse.sock'), root, store: scope.path('store'), cacheBytes, logFile: scope.path(name, 'fuse-server.log'),
-  });
+  const s = await startMemoryServer(scope, { name: `${name}-server`, root, store: scope.path('store'), cacheBytes });
   const t0 = nowMs();
   try {
     const out = await fn(s, root);

@@ -10,10 +10,10 @@ import readline from 'node:readline';
 import { RemoteLayerMounter } from '../../src/fuse/server/client.js';
 import { silentLogger } from '../../src/log.js';
 import { exec } from '../../src/sys/exec.js';
-import { daemonBin } from './paths.js';
-import { ManagedProcess } from './process.js';
+import { startFuseServer } from './fuse-server-process.js';
+import type { ManagedProcess } from './process.js';
+import type { Scope } from './scope.js';
 export { rssKb } from './root-check.js';
-import { canConnect, waitUntil } from './wait.js';
 
 async function python(script: string, args: readonly string[], timeoutMs = 120_000): Promise<string> {
   const r = await exec('/usr/bin/python3', ['-c', script, ...args], { timeoutMs, env: { ...process.env, LC_ALL: 'C' } });
@@ -164,15 +164,13 @@ export interface ServerUnderTest {
   stop(): Promise<void>;
 }
 
-export async function startFuseServer(o: { socket: string; root: string; store: string; cacheBytes: number; logFile: string }): Promise<ServerUnderTest> {
-  const proc = await ManagedProcess.start({
-    name: 'fuse-server',
-    cmd: process.execPath,
-    args: [daemonBin, 'fuse-server', '--socket', o.socket, '--root', o.root, '--store', o.store, '--cache-bytes', String(o.cacheBytes), '--log-level', 'warn'],
-    logFile: o.logFile,
+/** startFuseServer (fuse-server-process.ts) with a cache budget, and a client as the daemon's. */
+export async function startMemoryServer(scope: Scope, o: { name: string; root: string; store: string; cacheBytes: number }): Promise<ServerUnderTest> {
+  const server = await startFuseServer(scope, {
+    name: o.name, root: o.root, store: o.store, logLevel: 'warn', extraArgs: ['--cache-bytes', String(o.cacheBytes)],
   });
   const client = new RemoteLayerMounter({
-    socket: o.socket,
+    socket: server.socket,
     log: silentLogger(),
     scope: { root: o.root, store: o.store },
     // This one was started above; a client that started another would hide a crash.
@@ -181,17 +179,13 @@ export async function startFuseServer(o: { socket: string; root: string; store: 
   });
   const stop = async (): Promise<void> => {
     await client.close();
-    if (proc.running) {
-      const s = await proc.stop(20_000);
-      if (s.forced) throw new Error(`the FUSE server (pid ${proc.pid}) ignored SIGTERM and was killed: its mounts may be left behind`);
-    }
+    await server.stop();
   };
   try {
-    await waitUntil(() => canConnect(o.socket), { what: 'the FUSE server to listen', timeoutMs: 20_000, process: proc });
     await client.connect();
   } catch (err) {
     await stop();
     throw err;
   }
-  return { process: proc, client, stop };
+  return { process: server.process, client, stop };
 }

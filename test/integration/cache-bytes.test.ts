@@ -11,7 +11,7 @@ import type { CacheStats } from '../../src/cache/index.js';
 import { silentLogger } from '../../src/log.js';
 import { Scope } from '../helpers/scope.js';
 import { probe } from './fs-probe.js';
-import { MiB, buildDeepLayer, dropDentries, mib, missingLookups, missingName, peakRssKb, rssKb, startFuseServer, storeLayerDir, type DeepLayer } from '../helpers/memory-load.js';
+import { MiB, buildDeepLayer, dropDentries, mib, missingLookups, missingName, peakRssKb, rssKb, startMemoryServer, storeLayerDir, type DeepLayer } from '../helpers/memory-load.js';
 
 const SERVER_CACHE_BYTES = 32 * MiB;
 /** The DaemonSet's memory request for the FUSE server. */
@@ -39,9 +39,7 @@ after(async () => {
 });
 
 test('a FUSE server with --cache-bytes 32 MiB stays within its byte bound and under 256 MiB of RSS through 120,000 negative lookups of 240-byte names under a 3,000-byte path', async (t) => {
-  const server = await startFuseServer({
-    socket: join(await scope.mkdir('run'), 'fuse.sock'), root, store, cacheBytes: SERVER_CACHE_BYTES, logFile: scope.path('fuse-server.log'),
-  });
+  const server = await startMemoryServer(scope, { name: 'fuse-server', root, store, cacheBytes: SERVER_CACHE_BYTES });
   scope.defer('stop the FUSE server', () => server.stop());
   const { client, process: proc } = server;
   const mnt = join(root, 'snapshots', '1', 'fs');

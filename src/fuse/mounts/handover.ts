@@ -79,6 +79,7 @@ export async function drainForHandover(host: HandoverHost, timeoutMs: number): P
     s.store.shutdown();
   }
   table.served.clear();
+  table.version++;
   table.draining.clear();
   table.aliases.clear();
   return handed;
@@ -106,7 +107,7 @@ export async function adoptMount(host: HandoverHost, m: HandedMount, log?: Logge
   if (m.detached) {
     host.serveUntilGone(s);
   } else {
-    host.table.served.set(m.mountpoint, s);
+    host.table.add(s);
     host.watchGone(s);
   }
   l.info({ nodes: s.bridge.nodes.size, reads: s.bridge.passthrough ? 'passthrough' : 'served' }, 'took over layer mount');

@@ -147,6 +147,11 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
     return [...this.table.served.keys()];
   }
 
+  /** Changes with every mount added or gone: a client's copy of mountpoints() is current while it matches. */
+  get mountsVersion(): number {
+    return this.table.version;
+  }
+
   reconcile(prefix: string, keep: ReadonlySet<string>): Promise<ReconcileReport> {
     return reconcileMounts(this, prefix, keep);
   }
@@ -360,7 +365,7 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
       finishServed(s);
       throw new SnapshotterError('Internal', `mounting layer ${layerDir} at ${mp}: ${errorText(err)}`, { cause: err });
     }
-    this.table.served.set(mp, s);
+    this.table.add(s);
     this.table.count.mounts++;
     this.watchGone(s);
     startCensus(s, this.ctx.tuning);

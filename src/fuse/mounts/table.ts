@@ -20,8 +20,10 @@ export interface MounterCounters {
 }
 
 export class MountTable {
-  /** Keyed by canonical mountpoint. */
+  /** Keyed by canonical mountpoint; changed only through add() and forget(). */
   readonly served = new Map<string, Served>();
+  /** Counts the changes of the mount list, so that a client can tell when its copy is stale. */
+  version = 0;
   /** Mounts detached lazily that still serve their last users. */
   readonly draining = new Set<Served>();
   /** Requested (resolved) path → canonical path, so callers may use either. */
@@ -53,8 +55,16 @@ export class MountTable {
     return names;
   }
 
+  add(s: Served): void {
+    this.served.set(s.mountpoint, s);
+    this.version++;
+  }
+
   forget(s: Served): void {
-    if (this.served.get(s.mountpoint) === s) this.served.delete(s.mountpoint);
+    if (this.served.get(s.mountpoint) === s) {
+      this.served.delete(s.mountpoint);
+      this.version++;
+    }
     for (const [alias, canon] of this.aliases) if (canon === s.mountpoint) this.aliases.delete(alias);
   }
 

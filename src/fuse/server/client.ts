@@ -32,6 +32,10 @@ export class RemoteLayerMounter implements LayerMounter {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private last: ServerState | undefined;
   private closed = false;
+  /** The server's mountpoints as of `mountsVersion`; kept current by our own calls' results. */
+  private mounts = new Set<string>();
+  private mountsVersion = -1;
+  private refreshing: Promise<unknown> | undefined;
 
   constructor(o: RemoteMounterOptions) {
     this.o = o;
@@ -53,19 +57,41 @@ export class RemoteLayerMounter implements LayerMounter {
 
   async mount(layerDir: string, mountpoint: string, log?: Logger): Promise<void> {
     const digest = log?.bindings().digest as string | undefined;
+    const before = this.mountsVersion;
     await this.call('mount', { layerDir, mountpoint, ...(digest ? { digest } : {}) });
+    this.applied(before, () => this.mounts.add(mountpoint));
   }
 
   async unmount(mountpoint: string): Promise<UnmountOutcome | 'not-mounted'> {
-    return (await this.call('unmount', { mountpoint })) as UnmountOutcome | 'not-mounted';
+    const before = this.mountsVersion;
+    const r = (await this.call('unmount', { mountpoint })) as UnmountOutcome | 'not-mounted';
+    this.applied(before, () => this.mounts.delete(mountpoint));
+    return r;
   }
 
   isMounted(mountpoint: string): boolean {
-    return this.last?.mounts.includes(mountpoint) ?? false;
+    return this.mounts.has(mountpoint);
   }
 
   mountpoints(): string[] {
-    return [...(this.last?.mounts ?? [])];
+    return [...this.mounts];
+  }
+
+  /**
+   * Our copy of the server's mount list follows our own calls; when the server's list changed
+   * by more than our call (another client, a mount someone else unmounted), it is asked for again.
+   */
+  private applied(before: number, change: () => void): void {
+    const now = this.last?.mountsVersion;
+    if (now === undefined || now === this.mountsVersion) return;
+    change();
+    if (now - before <= 1) {
+      this.mountsVersion = now;
+      return;
+    }
+    this.refreshing ??= this.call('hello', this.o.scope ? { scope: this.o.scope } : {})
+      .catch((err: unknown) => this.o.log.debug({ err }, 'refreshing the FUSE server\'s mount list failed'))
+      .finally(() => { this.refreshing = undefined; });
   }
 
   async reconcile(prefix: string, keep: ReadonlySet<string>): Promise<ReconcileReport> {
@@ -174,7 +200,13 @@ export class RemoteLayerMounter implements LayerMounter {
       this.o.log.error({ line: line.slice(0, 200) }, 'unreadable answer from the FUSE server');
       return;
     }
-    if (r.state) this.last = r.state;
+    if (r.state) {
+      this.last = r.state;
+      if (r.state.mounts) {
+        this.mounts = new Set(r.state.mounts);
+        this.mountsVersion = r.state.mountsVersion;
+      }
+    }
     const p = this.pending.get(r.id);
     if (!p) return;
     this.pending.delete(r.id);

@@ -14,7 +14,7 @@ import { prepareSocketPath } from '../../server/socket.js';
 import { spawnSuccessor } from '../../sys/exec.js';
 import { poolStats } from '../../sys/native.js';
 import { FuseLayerMounter, type HandedMount } from '../mounts/lifecycle.js';
-import { readMountInfo } from '../mountinfo.js';
+import { isMountpoint } from '../../sys/mount.js';
 import type { LayerFsTuning } from '../tuning.js';
 import {
   BadRequest, LineSplitter, MAX_LINE_BYTES, absolutePath, checkLayerDir, isBelow, optionalString, parseRequest, pathList, scopeParam,
@@ -105,7 +105,7 @@ export class FuseServer {
     }
     fs.chmodSync(this.o.socket, 0o600);
     this.server = server;
-    this.log.info({ socket: this.o.socket, pid: process.pid, mounts: this.mounter.mountpoints().length }, 'FUSE server listening');
+    this.log.info({ socket: this.o.socket, pid: process.pid, mounts: this.mounter.counters().active }, 'FUSE server listening');
   }
 
   /** SIGTERM/SIGINT: unmount everything (lazily where busy) and exit. */
@@ -119,10 +119,11 @@ export class FuseServer {
     this.finish(r.failed.length > 0 ? 1 : 0);
   }
 
-  private state(): ServerState {
+  private state(withMounts: boolean): ServerState {
     const counters = this.mounter.counters();
     return {
-      pid: process.pid, version: this.o.version, mounts: this.mounter.mountpoints(),
+      pid: process.pid, version: this.o.version, mountsVersion: this.mounter.mountsVersion, mountCount: counters.active,
+      ...(withMounts ? { mounts: this.mounter.mountpoints() } : {}),
       counters, cache: this.mounter.cacheStats(),
       ...(this.scope ? { scope: this.scope } : {}),
       ...(counters.active > 0 ? { reads: counters.passthrough === counters.active ? 'passthrough' as const : 'served' as const } : {}),
@@ -158,9 +159,10 @@ export class FuseServer {
       this.send(c, { id: -1, error: { kind: 'InvalidArgument', message: `bad control request: ${(err as Error).message}` } });
       return;
     }
-    this.answer(req).then((result) => this.send(c, { id: req.id, result: result ?? null, state: this.state() }), (err: unknown) => {
+    const withMounts = req.method === 'hello' || req.method === 'reconcile';
+    this.answer(req).then((result) => this.send(c, { id: req.id, result: result ?? null, state: this.state(withMounts) }), (err: unknown) => {
       const kind = err instanceof BadRequest ? 'InvalidArgument' : err instanceof SnapshotterError ? err.kind : 'Internal';
-      this.send(c, { id: req.id, error: { kind, message: err instanceof Error ? err.message : String(err) }, state: this.state() });
+      this.send(c, { id: req.id, error: { kind, message: err instanceof Error ? err.message : String(err) }, state: this.state(withMounts) });
     });
   }
 
@@ -188,7 +190,7 @@ export class FuseServer {
     const root = await fs.promises.realpath(scope.root).catch(() => scope.root);
     // A mountpoint is never a symlink (mount(2) resolves one), and a stat of it would ask its
     // filesystem, which may be a FUSE mount whose server hangs: mountinfo answers instead.
-    const mounted = (await readMountInfo()).some((m) => m.mountPoint === p);
+    const mounted = await isMountpoint(p).catch(() => false);
     const isLink = !mounted && await fs.promises.lstat(p).then((st) => st.isSymbolicLink(), () => false);
     const resolved = isLink ? undefined : await resolveAncestors(p);
     if (resolved !== undefined && (isBelow(resolved, root) || (orRoot && resolved === root))) return;

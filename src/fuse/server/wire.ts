@@ -35,7 +35,13 @@ export interface Request {
 export interface ServerState {
   pid: number;
   version: string;
-  mounts: string[];
+  /**
+   * Every mountpoint, in answers to hello and reconcile only: a server with thousands of layers
+   * would otherwise send them all with every answer. mountsVersion says when a copy is stale.
+   */
+  mounts?: string[];
+  mountsVersion: number;
+  mountCount: number;
   counters: MounterCounters;
   cache: CacheStats;
   scope?: ServerScope;
