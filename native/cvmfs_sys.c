@@ -624,7 +624,10 @@ static void run_job(job_t *j) {
       close(fd);
       break;
     }
-    case OP_OPEN: {  // i0 rootfd, s0 path, d2 expected inode (0: any)
+    case OP_OPEN: {  // i0 rootfd, s0 path, d2 expected inode (0: any), i1 /dev/fuse fd for passthrough (-1: none)
+      // Without i1: res is the file's descriptor. With i1: the file is registered as a
+      // passthrough backing file and closed; res is the backing id, and out (8 bytes) says which
+      // it is: int32 kind (0 descriptor, 1 backing id), int32 errno of a refused registration.
       int fd = open_beneath((int)j->i0, j->s0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0);
       if (fd < 0) {
         j->res = enoent_or_stale((int)j->i0, fd);
@@ -640,6 +643,22 @@ static void run_job(job_t *j) {
         break;
       }
       j->res = fd;
+      if (j->i1 >= 0) {
+        int32_t *kind = (int32_t *)ob_reserve(&b, 8);
+        if (!kind) {
+          close(fd);
+          j->res = -ENOMEM;
+          break;
+        }
+        struct backing_map m = {(int32_t)fd, 0, 0};
+        int id = ioctl((int)j->i1, DEV_IOC_BACKING_OPEN, &m);
+        kind[0] = id >= 0 ? 1 : 0;
+        kind[1] = id >= 0 ? 0 : errno;
+        if (id >= 0) {
+          close(fd);
+          j->res = id;
+        }
+      }
       break;
     }
     case OP_PREAD: {  // i0 fd, i1 length, d2 offset; 16 bytes of room for the reply header first
@@ -1295,20 +1314,7 @@ static napi_value js_set_hidden_xattrs(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// backingOpen(devFd, fd) -> backing id | -errno; backingClose(devFd, id) -> 0 | -errno
-static napi_value js_backing_open(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  get_args(env, info, 2, argv);
-  int64_t dev, fd;
-  if (!arg_i64(env, argv[0], &dev) || !arg_i64(env, argv[1], &fd)) {
-    napi_throw_type_error(env, NULL, "backingOpen(devFd, fd)");
-    return NULL;
-  }
-  struct backing_map m = {(int32_t)fd, 0, 0};
-  int r = ioctl((int)dev, DEV_IOC_BACKING_OPEN, &m);
-  return num(env, r < 0 ? -errno : r);
-}
-
+// backingClose(devFd, id) -> 0 | -errno (backing files are registered by OP_OPEN on the pool)
 static napi_value js_backing_close(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   get_args(env, info, 2, argv);
@@ -1408,7 +1414,6 @@ static napi_value init(napi_env env, napi_value exports) {
       {"poolConfig", NULL, js_pool_config, NULL, NULL, NULL, napi_default, NULL},
       {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default, NULL},
       {"setHiddenXattrs", NULL, js_set_hidden_xattrs, NULL, NULL, NULL, napi_default, NULL},
-      {"backingOpen", NULL, js_backing_open, NULL, NULL, NULL, napi_default, NULL},
       {"backingClose", NULL, js_backing_close, NULL, NULL, NULL, napi_default, NULL},
       {"closeFd", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"seqpacketPair", NULL, js_seqpacket_pair, NULL, NULL, NULL, napi_default, NULL},

@@ -27,8 +27,5 @@ function find(dir) {
 
 const files = tiers.flatMap((t) => find(join('dist', 'test', t)));
 if (files.length === 0) { console.error('no test files found; did the build run?'); process.exit(1); }
-// Tests serve FUSE layers in-process: each mount keeps a read pending on /dev/fuse in libuv's
-// pool, so the pool must be larger than libuv's default of 4 (src/fuse/tuning.ts).
-const env = { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? "16" };
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...files], { stdio: 'inherit', env });
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...files], { stdio: 'inherit' });
 process.exit(r.status ?? 1);

@@ -6,7 +6,6 @@
 // A LOOKUP or READDIRPLUS reply that the kernel did not take (the request was interrupted
 // meanwhile) takes back the node references it carried.
 import type { Logger } from '../log.js';
-import { native } from '../sys/native.js';
 import { E, errnoName } from './kernel/errno.js';
 import {
   ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, FUSE_OUR_MINOR, InitFlag, InitFlag2, OPEN_OUT_SIZE, OUT_HEADER_SIZE, Op,
@@ -462,22 +461,16 @@ export class Bridge implements FuseHandler {
       this.opening.delete(node);
       for (const w of all) w(errno, f);
     };
-    this.fs.openFile(this.nodes.pathOf(node), attrIno(info.buf, info.at), (errno, fd) => {
+    this.fs.openBacking(this.nodes.pathOf(node), attrIno(info.buf, info.at), this.devFd, (errno, o) => {
       if (errno !== 0) return done(errno, undefined);
-      if (this.passthrough) {
-        const id = native.backingOpen(this.devFd, fd);
-        if (id >= 0) {
-          this.fs.access.close(fd);
-          return done(0, this.files.add(node, id, -1));
-        }
-        this.observer.passthroughFallback(errnoName(id));
-        if (!this.fallbackLogged) {
-          this.fallbackLogged = true;
-          this.log.warn({ errno: errnoName(id), path: `/${this.nodes.pathOf(node)}` },
-            'the kernel refused FUSE passthrough for a file of this layer (a store stacked on another filesystem?); its reads are served by this process');
-        }
+      if (o.backingId >= 0) return done(0, this.files.add(node, o.backingId, -1));
+      this.observer.passthroughFallback(errnoName(o.refused));
+      if (!this.fallbackLogged) {
+        this.fallbackLogged = true;
+        this.log.warn({ errno: errnoName(o.refused), path: `/${this.nodes.pathOf(node)}` },
+          'the kernel refused FUSE passthrough for a file of this layer (a store stacked on another filesystem?); its reads are served by this process');
       }
-      done(0, this.files.add(node, -1, fd));
+      done(0, this.files.add(node, -1, o.fd));
     });
   }
 

@@ -276,6 +276,19 @@ export class LayerFs {
     });
   }
 
+  /**
+   * A regular file the kernel knows by inode ino, registered as a passthrough backing file on
+   * devFd: its backing id, or, when the kernel refused it, a descriptor to serve it from and
+   * the refusal's errno.
+   */
+  openBacking(path: string, ino: number, devFd: number, cb: Answer<{ backingId: number; fd: number; refused: number }>): void {
+    this.store.openBacking(path, ino, devFd, (res, out) => {
+      if (res < 0 || !out) return cb(this.failure(res < 0 ? res : -E.EIO, 'open', path), { backingId: -1, fd: -1, refused: 0 });
+      if (out.readInt32LE(0) === 1) cb(0, { backingId: res, fd: -1, refused: 0 });
+      else cb(0, { backingId: -1, fd: res, refused: -out.readInt32LE(4) });
+    });
+  }
+
   /** A descriptor of a regular file the kernel knows by inode ino. */
   openFile(path: string, ino: number, cb: Answer<number>): void {
     this.store.open(path, ino, (res) => {

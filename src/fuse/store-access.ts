@@ -9,7 +9,7 @@
 // thread that made it is still waiting for. A root that died under us (a CernVM-FS mount that
 // crashed and came back, ENOTCONN/ESTALE) is opened again, the same safe way, and the call retried once.
 import type { Logger } from '../log.js';
-import { NC, bytes, submitJob } from '../sys/native.js';
+import { NC, bytes, native, submitJob } from '../sys/native.js';
 import { E, errnoName } from './kernel/errno.js';
 import { readRecord, entryOf, type EntryInfo } from './records.js';
 
@@ -40,6 +40,8 @@ interface Job {
   readonly s2: Buffer | undefined;
   readonly fd: number;
   readonly cb: StoreCallback;
+  /** Told of an answer that came back after the deadline, to release what it holds. */
+  readonly late: StoreCallback | undefined;
   readonly queuedAt: number;
   settled: boolean;
   retried: boolean;
@@ -144,7 +146,23 @@ export class StoreAccess {
 
   /** A descriptor of the regular file at path, checked to still be the inode the kernel knows (0: any). */
   open(path: string, ino: number, cb: StoreCallback): void {
-    this.start(NC.OP_OPEN, `open ${path}`, true, cb, { s0: bytes(path), d2: ino });
+    this.start(NC.OP_OPEN, `open ${path}`, true, cb, { s0: bytes(path), d2: ino, i1: -1, late: (res) => {
+      if (res >= 0) this.close(res);
+    } });
+  }
+
+  /**
+   * The regular file at path registered with the kernel as a passthrough backing file on devFd,
+   * in one pool call (open, check, register, close). Answers the backing id with out[0..4) = 1,
+   * or, when the kernel refused to register it, the open descriptor with out[0..4) = 0 and the
+   * refusal's errno at out[4..8).
+   */
+  openBacking(path: string, ino: number, devFd: number, cb: StoreCallback): void {
+    this.start(NC.OP_OPEN, `open ${path}`, true, cb, { s0: bytes(path), d2: ino, i1: devFd, late: (res, out) => {
+      if (res < 0 || !out) return;
+      if (out.readInt32LE(0) === 1) native.backingClose(devFd, res);
+      else this.close(res);
+    } });
   }
 
   /** Reads len bytes at off into a buffer whose first 16 bytes are left for a reply header. */
@@ -176,9 +194,9 @@ export class StoreAccess {
 
   // ---- machinery ----------------------------------------------------------------------------
 
-  private start(op: number, what: string, usesRoot: boolean, cb: StoreCallback, a: { s0?: Buffer; s1?: Buffer; s2?: Buffer; fd?: number; i1?: number; d2?: number }): void {
+  private start(op: number, what: string, usesRoot: boolean, cb: StoreCallback, a: { s0?: Buffer; s1?: Buffer; s2?: Buffer; fd?: number; i1?: number; d2?: number; late?: StoreCallback }): void {
     const job: Job = {
-      op, what, usesRoot, cb, i1: a.i1 ?? 0, d2: a.d2 ?? 0, s0: a.s0, s1: a.s1, s2: a.s2, fd: a.fd ?? -1,
+      op, what, usesRoot, cb, late: a.late, i1: a.i1 ?? 0, d2: a.d2 ?? 0, s0: a.s0, s1: a.s1, s2: a.s2, fd: a.fd ?? -1,
       queuedAt: performance.now(), settled: false, retried: false,
     };
     if (this.closed && usesRoot) {
@@ -207,6 +225,7 @@ export class StoreAccess {
     this.running--;
     if (job.settled) {
       this.log.info({ call: job.what, seconds: ((performance.now() - job.queuedAt) / 1000).toFixed(1) }, 'a store call that passed its deadline came back');
+      job.late?.(res, out);
     } else if (job.usesRoot && !job.retried && (res === -E.ENOTCONN || res === -E.ESTALE || res === -E.EBADF) && !this.closed) {
       // The root itself died (a store that crashed and came back, or was swapped): open it
       // again, the same way as at mount, and retry this call once.

@@ -31,7 +31,6 @@ interface Binding {
   poolConfig(maxThreads: number, stuckMs: number): void;
   poolStats(): [threads: number, idle: number, queued: number, stuck: number, inflight: number, done: number];
   setHiddenXattrs(names: Buffer[]): void;
-  backingOpen(devFd: number, fd: number): number;
   backingClose(devFd: number, id: number): number;
   closeFd(fd: number): number;
   /** A connected SOCK_SEQPACKET pair: message boundaries kept, as on /dev/fuse (tests speak FUSE over it). */

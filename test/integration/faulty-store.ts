@@ -8,6 +8,7 @@
 // for the world around the layer server. Nothing of it is cached by the kernel (timeouts 0,
 // direct_io), so a fault shows at the next request.
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import readline from 'node:readline';
 import { exec } from '../../src/sys/exec.js';
 import { listMounts } from '../helpers/mounts.js';
@@ -176,6 +177,21 @@ export class FaultyStore {
   }
 
   /** Whether its server still runs (a crashed or stopped store takes no command). */
+  /** How many descriptors the store's server holds for the file at store path p (its opens not yet released). */
+  openCount(p: string): number {
+    const want = this.backing + p;
+    const dir = `/proc/${this.child.pid}/fd`;
+    let n = 0;
+    for (const fd of fs.readdirSync(dir)) {
+      try {
+        if (fs.readlinkSync(`${dir}/${fd}`) === want) n++;
+      } catch {
+        // closed while we looked
+      }
+    }
+    return n;
+  }
+
   get running(): boolean {
     return !this.exited;
   }

@@ -309,3 +309,48 @@ test('deadline: a lookup the store does not answer within storeDeadlineMs is EIO
   await m.unmount(s.mnt);
   assert.ok(!listMounts().some((x) => x.mountPoint === s.mnt), 'the deadline layer is still mounted');
 });
+
+// Opens a file and reads it; prints the outcome: 'read:<bytes>' or the errno of open or read.
+const OPEN_READ_PY = String.raw`
+import errno, json, os, sys
+try:
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    try:
+        out = 'read:%d' % len(os.read(fd, 1 << 20))
+    finally:
+        os.close(fd)
+except OSError as e:
+    out = errno.errorcode.get(e.errno, str(e.errno))
+print('result ' + json.dumps(out), flush=True)
+`;
+
+for (const passthrough of [true, false]) {
+  const how = passthrough ? 'passthrough: OPEN' : 'served: the first READ';
+  test(`deadline (${how}): a store open past the deadline is EIO; the file the store opens late is closed again, and the next open reads it`, async () => {
+    const m = new FuseLayerMounter({ log: log.logger, observer, tuning: { storeDeadlineMs: 1500, passthrough } });
+    scope.defer('close the late-open mounter', async () => { assert.deepEqual((await m.close()).failed, []); });
+    const s = await stalledLayer(`late-open-${passthrough ? 'pt' : 'served'}`, m);
+    const rel = `D/${entry(13)}`;
+    const storeFile = s.storePath(rel);
+    await s.store.stall(storeFile, 'open');
+    const mark = log.mark();
+    const reader = track(new PyChild(OPEN_READ_PY, [path.join(s.mnt, rel)]));
+    let first: string;
+    try {
+      await waitUntil(() => !reader.running, { what: 'the open to be answered', timeoutMs: 60_000 });
+      const e = await reader.exited;
+      first = JSON.parse((e.stdout.find((l) => l.startsWith('result ')) ?? 'result "none"').slice(7)) as string;
+    } catch {
+      first = 'HANG';
+    }
+    await s.store.heal();
+    // The store now opens the file for the call that passed its deadline; nobody wants it.
+    await eventually(() => log.withMessage(mark, 'a store call that passed its deadline came back').length > 0, () => 'the late open to come back', 30_000);
+    await eventually(() => s.store.openCount(storeFile) === 0, () => `the late-opened file to be closed (the store holds it ${s.store.openCount(storeFile)} times)`, 30_000);
+    const again = await probeOne({ op: 'read', path: path.join(s.mnt, rel) });
+    assert.deepEqual({ first, again: again.ok ? again.data?.length : again.errno }, {
+      first: 'EIO', again: 13,
+    });
+    await m.unmount(s.mnt);
+  });
+}
