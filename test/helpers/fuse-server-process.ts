@@ -15,7 +15,7 @@ export interface ControlAnswer {
   id: number;
   result?: unknown;
   error?: { kind: string; message: string };
-  state?: { pid: number; mounts: string[] };
+  state?: { pid: number; mounts?: string[]; mountCount: number };
 }
 
 function parseAnswer(line: string): ControlAnswer | Error {

@@ -221,7 +221,7 @@ for (const arr of ARRANGEMENTS) {
       const mp = path.join(server.root, 'snapshots', String(n), 'fs');
       const a = await server.call('mount', { layerDir, mountpoint: mp, digest });
       assertSymlinkRefusal(a.error?.kind, a.error?.message, 'the FUSE server');
-      assert.deepEqual(a.state?.mounts, []);
+      assert.equal(a.state?.mountCount, 0, 'the FUSE server reports no mount');
       assert.equal(await server.fuseDescriptors(), 0, 'the FUSE server holds no /dev/fuse descriptor');
       await assertNothingServedAt(mp, 'the FUSE server');
       assert.deepEqual(mountsUnder(scope.dir), [], 'nothing is mounted anywhere in the test\'s directory');
