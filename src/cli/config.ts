@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { errnoCode } from '../errors.js';
+import { DEFAULT_TUNING } from '../fuse/tuning.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/containerd-cvmfs-grpc/config.toml';
 export const DEFAULT_ADDRESS = '/run/containerd-cvmfs-grpc/containerd-cvmfs-grpc.sock';
@@ -26,6 +27,11 @@ export interface Config {
   fusePassthrough: boolean;
   /** A layer-store call not answered in this many seconds is answered EIO to the container. */
   storeTimeoutSec: number;
+  /**
+   * Entries the background walk of each newly mounted layer may list (it learns whether the
+   * layer has any xattr and reads its metadata ahead); 0 turns the walk off.
+   */
+  layerWalkEntries: number;
   /** Where to serve Prometheus metrics; absent: no metrics endpoint. */
   metrics?: MetricsConfig;
 }
@@ -41,6 +47,8 @@ export interface MetricsConfig {
 export const DEFAULT_CACHE_ENTRIES = 200_000;
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_STORE_TIMEOUT_SEC = 180;
+export const DEFAULT_LAYER_WALK_ENTRIES = DEFAULT_TUNING.censusEntries;
+const MAX_LAYER_WALK_ENTRIES = 100_000_000;
 
 export class ConfigError extends Error {}
 
@@ -50,7 +58,7 @@ function expectString(file: string, key: string, v: unknown): string {
   return v;
 }
 
-const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries', 'metadata-cache-bytes', 'fuse-passthrough', 'store-timeout', '[metrics]'];
+const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries', 'metadata-cache-bytes', 'fuse-passthrough', 'store-timeout', 'layer-walk-entries', '[metrics]'];
 const KNOWN_METRICS_KEYS = ['address'];
 
 const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
@@ -110,6 +118,7 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
   let metadataCacheBytes = DEFAULT_CACHE_BYTES;
   let fusePassthrough = true;
   let storeTimeoutSec = DEFAULT_STORE_TIMEOUT_SEC;
+  let layerWalkEntries = DEFAULT_LAYER_WALK_ENTRIES;
   let metrics: MetricsConfig | undefined;
   for (const [key, value] of Object.entries(doc)) {
     switch (key) {
@@ -147,6 +156,12 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
         }
         storeTimeoutSec = value;
         break;
+      case 'layer-walk-entries':
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_LAYER_WALK_ENTRIES) {
+          throw new ConfigError(`${file}: "layer-walk-entries" must be a whole number from 0 (no walk) to ${MAX_LAYER_WALK_ENTRIES}, got ${JSON.stringify(value)}`);
+        }
+        layerWalkEntries = value;
+        break;
       case 'metrics':
         metrics = metricsFromToml(file, value);
         break;
@@ -155,7 +170,7 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
     }
   }
   const config: Config = {
-    repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries, metadataCacheBytes, fusePassthrough, storeTimeoutSec,
+    repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries, metadataCacheBytes, fusePassthrough, storeTimeoutSec, layerWalkEntries,
   };
   if (metrics) config.metrics = metrics;
   return config;

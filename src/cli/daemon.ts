@@ -63,7 +63,8 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
       const pid = spawnDetached(process.execPath, [...FUSE_SERVER_NODE_FLAGS, BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
         '--root', scope.root, '--store', scope.store,
         '--cache-entries', String(config.metadataCacheEntries), '--cache-bytes', String(config.metadataCacheBytes),
-        '--passthrough', config.fusePassthrough ? 'on' : 'off', '--store-timeout', String(config.storeTimeoutSec)],
+        '--passthrough', config.fusePassthrough ? 'on' : 'off', '--store-timeout', String(config.storeTimeoutSec),
+        '--walk-entries', String(config.layerWalkEntries)],
       { env: process.env });
       log.info({ pid, socket: opts.fuseSocket }, 'started a FUSE server');
       return pid;

@@ -15,6 +15,7 @@ import { version } from './main.js';
 
 const USAGE = `Usage: cvmfs-snapshotter fuse-server [--socket SOCK] [--root DIR --store DIR] [--log-level LEVEL]
                                      [--cache-bytes N] [--cache-entries N] [--passthrough on|off] [--store-timeout SECONDS]
+                                     [--walk-entries N]
        cvmfs-snapshotter fuse-server --handover [--socket SOCK]
        cvmfs-snapshotter fuse-server --stop [--socket SOCK]
 
@@ -31,6 +32,8 @@ outlives the daemon, so restarting the daemon never breaks a running container.
   --passthrough on|off   FUSE passthrough: reads go straight to the store's files (default on,
                          where the kernel offers it: Linux 6.9 or later)
   --store-timeout S      a store call not answered in S seconds is answered EIO (default ${DEFAULT_TUNING.storeDeadlineMs / 1000})
+  --walk-entries N       entries a background walk of each new layer may list, to learn whether
+                         it has xattrs and read its metadata ahead; 0: no walk (default ${DEFAULT_TUNING.censusEntries})
   --handover             ask the running server to hand every mount to a new process started
                          from the code installed now (an upgrade), then exit; nothing is unmounted
   --stop                 ask the running server to unmount every layer (lazily where busy) and exit
@@ -61,6 +64,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     'cache-entries': { type: 'string' },
     passthrough: { type: 'string' },
     'store-timeout': { type: 'string' },
+    'walk-entries': { type: 'string' },
     handover: { type: 'boolean' },
     stop: { type: 'boolean' },
     takeover: { type: 'boolean' },
@@ -75,6 +79,8 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
   const cacheEntries = positiveInt(v['cache-entries'], '--cache-entries');
   const timeout = positiveInt(v['store-timeout'], '--store-timeout');
   for (const x of [cacheBytes, cacheEntries, timeout]) if (typeof x === 'string') return usageError('fuse-server', x);
+  const walk = v['walk-entries'];
+  if (walk !== undefined && !/^[0-9]{1,9}$/.test(walk)) return usageError('fuse-server', `--walk-entries must be a whole number (0: no walk), got ${walk}`);
   if (typeof cacheBytes === 'number' && cacheBytes < 1024 * 1024) return usageError('fuse-server', '--cache-bytes must be at least 1048576 (1 MiB)');
   if (v.passthrough !== undefined && v.passthrough !== 'on' && v.passthrough !== 'off') return usageError('fuse-server', `--passthrough must be on or off, got ${v.passthrough}`);
   if ((v.root === undefined) !== (v.store === undefined)) return usageError('fuse-server', '--root and --store go together');
@@ -111,6 +117,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
   const tuning = {
     ...(v.passthrough ? { passthrough: v.passthrough === 'on' } : {}),
     ...(typeof timeout === 'number' ? { storeDeadlineMs: timeout * 1000 } : {}),
+    ...(walk !== undefined ? { censusEntries: Number(walk) } : {}),
   };
   const server = new FuseServer({
     socket, log, version: version(),
@@ -126,6 +133,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
       ...(typeof cacheEntries === 'number' ? ['--cache-entries', String(cacheEntries)] : []),
       ...(v.passthrough ? ['--passthrough', v.passthrough] : []),
       ...(typeof timeout === 'number' ? ['--store-timeout', String(timeout)] : []),
+      ...(walk !== undefined ? ['--walk-entries', walk] : []),
     ],
   });
   if (v.takeover) await server.adopt(await readHandoverState(process.stdin));

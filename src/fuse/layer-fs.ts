@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import type { MetadataCache } from '../cache/index.js';
 import { E, errnoName } from './kernel/errno.js';
 import { ATTR_SIZE, Attr } from './kernel/protocol.js';
-import { decodeListAnswerWithFrontier, entryOf, isDirAttr, listingEntry, readRecord, type EntryInfo, type ListedDir, type Listing } from './records.js';
+import { decodeListAnswer, decodeListAnswerWithFrontier, entryOf, isDirAttr, listingEntry, readRecord, type EntryInfo, type ListedDir, type Listing } from './records.js';
 import { join, type StoreAccess } from './store-access.js';
 import { isHiddenName } from './whiteout.js';
 
@@ -74,6 +74,45 @@ export class LayerFs {
   cachedListing(dir: string): Listing | undefined {
     const a = this.cache.get(this.key('d', dir));
     return a?.kind === 'value' ? a.value as Listing : undefined;
+  }
+
+  /**
+   * Listings for a background walk of the whole layer (the xattr census): dir's, and those of
+   * the subdirectories that come along with it. What the store gives is kept in the cache, a
+   * read-ahead of the whole layer for the first container, but only while the cache is less
+   * than half full: a walk of a big layer never pushes out what was asked for.
+   */
+  walkListing(dir: string, cb: Answer<readonly ListedDir[]>): void {
+    const dk = this.key('d', dir);
+    const kept = this.cache.peek(dk);
+    if (kept?.kind === 'value') return cb(0, [{ rel: dir, listing: kept.value as Listing }]);
+    if (this.waiting.has(dk)) {
+      // A READDIR of it is on its way: that one store call answers both.
+      this.listing(dir, (errno, l) => cb(errno, l ? [{ rel: dir, listing: l }] : []));
+      return;
+    }
+    this.store.list(dir, Math.max(this.t.prefetchEntries, 1), [], (res, out) => {
+      if (res < 0 || !out) return cb(this.failure(res < 0 ? res : -E.EIO, 'list', dir), []);
+      let dirs: ListedDir[];
+      try {
+        dirs = decodeListAnswer(out);
+      } catch (err) {
+        this.log.error({ err, dir }, 'the store pool answered a listing that does not decode');
+        return cb(E.EIO, []);
+      }
+      for (const d of dirs) {
+        if (!this.walkKeeping(d.listing.bytes)) break;
+        const k = this.key('d', d.rel);
+        if (!this.cache.has(k)) this.cache.setValue(k, d.listing, d.listing.bytes);
+      }
+      cb(0, dirs);
+    });
+  }
+
+  /** Whether walkListing keeps what it reads (bytes more of it): while the cache is under half full. */
+  walkKeeping(bytes = 0): boolean {
+    const { bytes: held, maxBytes } = this.cache.stats();
+    return held + bytes <= maxBytes / 2;
   }
 
   /** The entry `name` of directory dir, or null when the layer has no such name. */

@@ -6,9 +6,23 @@
 // opaque directory. That is learnt by listing the whole layer once, in the background, on
 // the pool, one directory at a time, up to a budget of entries; a layer that is too big, or
 // whose store fails, keeps answering GETXATTR as before.
+//
+// The walk is also the layer's metadata read ahead: its listings are the layer's own
+// (LayerFs.walkListing), kept in the cache while the cache has room, so the first container's
+// walk of a directory tree finds it listed. A layer mounted again (another snapshot, a restart
+// of the daemon) takes the verdict an earlier mount learnt at once, and is walked only to read
+// it ahead, as long as there is room.
 import type { Logger } from '../log.js';
-import { decodeListAnswer, isDirAttr } from './records.js';
-import { join, type StoreAccess } from './store-access.js';
+import { isDirAttr, type ListedDir } from './records.js';
+import { join } from './store-access.js';
+
+/** The layer's listings, as the walk reads them. */
+export interface CensusLister {
+  /** The listing of dir and of what came along with it; errno 0 or the failure. */
+  list(dir: string, cb: (errno: number, dirs: readonly ListedDir[]) => void): void;
+  /** Whether what the walk reads is still kept (the cache has room for it). */
+  keeping(): boolean;
+}
 
 export type CensusResult = 'none' | 'some' | 'too-big' | 'failed' | 'stopped';
 
@@ -42,57 +56,76 @@ export class XattrCensus {
     return this.result !== undefined;
   }
 
-  constructor(private readonly store: StoreAccess, private readonly layerDir: string, private readonly budget: number, private readonly log: Logger) {}
+  constructor(private readonly lister: CensusLister, private readonly layerDir: string, private readonly budget: number, private readonly log: Logger) {}
+
+  /** What an earlier mount of the same layer directory learnt, if it learnt anything. */
+  knownVerdict(): CensusResult | undefined {
+    const v = known.get(this.layerDir);
+    return v === 'none' || v === 'some' || v === 'too-big' ? v : undefined;
+  }
 
   /** Lets a census that is waiting or walking give up (the layer was unmounted). */
   stop(): void {
     this.stopped = true;
   }
 
-  async run(): Promise<CensusResult> {
-    const before = known.get(this.layerDir);
-    if (before === 'none' || before === 'some' || before === 'too-big') return (this.result = before);
+  /** given: a verdict learnt elsewhere (a predecessor that handed the layer over). */
+  async run(given?: CensusResult): Promise<CensusResult> {
+    const before = given ?? this.knownVerdict();
+    // Nothing to learn, and nowhere to keep what a walk would read ahead.
+    if (before && !this.lister.keeping()) {
+      known.set(this.layerDir, before);
+      return (this.result = before);
+    }
     await acquire();
     try {
       const started = performance.now();
-      const r = await this.walk();
-      if (r !== 'stopped' && r !== 'failed') known.set(this.layerDir, r);
-      this.log.debug({ census: r, seconds: ((performance.now() - started) / 1000).toFixed(2) }, 'xattr census of the layer');
+      const walked = await this.walk(before);
+      const r = before ?? walked;
+      if (before) known.set(this.layerDir, before);
+      else if (walked !== 'stopped' && walked !== 'failed') known.set(this.layerDir, walked);
+      this.log.debug({ census: walked, known: before, seconds: ((performance.now() - started) / 1000).toFixed(2) }, 'xattr census of the layer');
       return (this.result = r);
     } finally {
       release();
     }
   }
 
-  private async walk(): Promise<CensusResult> {
+  /**
+   * Lists the layer breadth first. It goes on after the verdict is clear only to read the layer
+   * ahead, while the cache keeps what it reads.
+   */
+  private async walk(before: CensusResult | undefined): Promise<CensusResult> {
     const queue: string[] = [''];
     // Directories that came along with an earlier listing are not listed again.
     const done = new Set<string>();
     let entries = 0;
+    let some = before === 'some';
     for (let q = 0; q < queue.length; q++) {
       if (this.stopped) return 'stopped';
+      if ((some || before) && !this.lister.keeping()) return some ? 'some' : 'stopped';
       const dir = queue[q] as string;
       if (done.has(dir)) continue;
-      const out = await new Promise<Buffer | number>((resolve) => {
+      const out = await new Promise<readonly ListedDir[] | number>((resolve) => {
         // Subdirectories come along, as for any listing: fewer calls for the same walk.
-        this.store.list(dir, 512, [], (res, buf) => resolve(res < 0 || !buf ? res : buf));
+        this.lister.list(dir, (errno, dirs) => resolve(errno !== 0 ? errno : dirs));
       });
       if (typeof out === 'number') {
         this.log.debug({ dir: `/${dir}`, errno: out }, 'xattr census stopped: the store failed');
-        return 'failed';
+        return some ? 'some' : 'failed';
       }
-      for (const { rel: path, listing } of decodeListAnswer(out)) {
+      for (const { rel: path, listing } of out) {
         done.add(path);
-        if (listing.self.opaque || (typeof listing.self.xattrs !== 'string' && listing.self.xattrs.size > 0) || listing.self.xattrs === 'error') return 'some';
-        if (listing.xattrs.size > 0) return 'some';
+        if (listing.self.opaque || (typeof listing.self.xattrs !== 'string' && listing.self.xattrs.size > 0) || listing.self.xattrs === 'error') some = true;
+        if (listing.xattrs.size > 0) some = true;
         entries += listing.names.length;
-        if (entries > this.budget) return 'too-big';
+        if (entries > this.budget) return some ? 'some' : 'too-big';
         for (let i = 0; i < listing.names.length; i++) {
           if (!isDirAttr(listing.attrs, i * 88)) continue;
           queue.push(join(path, listing.names[i] as string));
         }
       }
     }
-    return 'none';
+    return some ? 'some' : 'none';
   }
 }

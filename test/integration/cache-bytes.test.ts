@@ -39,7 +39,9 @@ after(async () => {
 });
 
 test('a FUSE server with --cache-bytes 32 MiB stays within its byte bound and under 256 MiB of RSS through 120,000 negative lookups of 240-byte names under a 3,000-byte path', async (t) => {
-  const server = await startMemoryServer(scope, { name: 'fuse-server', root, store, cacheBytes: SERVER_CACHE_BYTES });
+  // No background walk: it would list the deep directory, and the names would be answered from
+  // that listing without ever filling the cache (--walk-entries 0 is what keeps this test honest).
+  const server = await startMemoryServer(scope, { name: 'fuse-server', root, store, cacheBytes: SERVER_CACHE_BYTES, walkEntries: 0 });
   scope.defer('stop the FUSE server', () => server.stop());
   const { client, process: proc } = server;
   const mnt = join(root, 'snapshots', '1', 'fs');

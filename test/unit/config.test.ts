@@ -7,7 +7,7 @@ import { configFromToml, loadConfig } from '../../src/cli/config.js';
 import { parseDaemonArgs } from '../../src/cli/daemon-args.js';
 
 test('defaults are those of the Go CernVM-FS snapshotter', async () => {
-  assert.deepEqual(configFromToml({}, 'f'), { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch', metadataCacheEntries: 200_000, metadataCacheBytes: 64 * 1024 * 1024, fusePassthrough: true, storeTimeoutSec: 180 });
+  assert.deepEqual(configFromToml({}, 'f'), { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch', metadataCacheEntries: 200_000, metadataCacheBytes: 64 * 1024 * 1024, fusePassthrough: true, storeTimeoutSec: 180, layerWalkEntries: 200_000 });
   assert.deepEqual(configFromToml({ repository: 'x.cern.ch' }, 'f').absoluteMountpoint, '/cvmfs/x.cern.ch');
   const d = parseDaemonArgs([]);
   assert.ok(typeof d === 'object');
@@ -23,6 +23,14 @@ test('unknown keys and wrong types name the key', () => {
   assert.throws(() => configFromToml({ 'absolute-mountpoint': 'rel/path' }, 'c.toml'), /"absolute-mountpoint" must be an absolute path/);
   assert.throws(() => configFromToml({ repository: '../etc' }, 'c.toml'), /"repository" must be a repository name/);
   assert.throws(() => configFromToml({ 'metadata-cache-entries': 0 }, 'c.toml'), /"metadata-cache-entries" must be a positive integer/);
+});
+
+test('layer-walk-entries takes 0 (no walk) to 100,000,000; anything else is refused with the key named', () => {
+  assert.equal(configFromToml({ 'layer-walk-entries': 0 }, 'c.toml').layerWalkEntries, 0);
+  assert.equal(configFromToml({ 'layer-walk-entries': 100_000_000 }, 'c.toml').layerWalkEntries, 100_000_000);
+  for (const bad of [-1, 1.5, 100_000_001, '10', true]) {
+    assert.throws(() => configFromToml({ 'layer-walk-entries': bad }, 'c.toml'), /c\.toml: "layer-walk-entries" must be a whole number from 0 \(no walk\)/, String(bad));
+  }
 });
 
 test('a config file is read when present, and a missing one is fine unless it was asked for', async () => {
