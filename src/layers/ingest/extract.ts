@@ -47,6 +47,11 @@ const TAR_ARGS = [
   '--warning=no-unknown-keyword', '--warning=no-timestamp',
 ];
 
+// Bigger chunks than Node's 64 KiB (files) and 16 KiB (zlib): with the defaults, unpacking after
+// the download made ingest of a 108 MiB image ~50% slower than unpacking while downloading;
+// with these it is as fast.
+const READ_CHUNK = 256 * 1024;
+
 type Compression = 'gzip' | 'zstd' | 'none';
 
 function sniff(head: Buffer): Compression {
@@ -98,11 +103,11 @@ export async function unpackLayer(opts: UnpackOptions): Promise<UnpackStats> {
   const stages: Array<Readable | Transform> = [];
   if (compression === 'zstd' && !zstdInNode) {
     zstdProgram = spawnFilter('zstd', ['--decompress', '--stdout', '--quiet']);
-    feed = pipeline(createReadStream(opts.file), zstdProgram.stdin).catch((err: unknown) => err);
+    feed = pipeline(createReadStream(opts.file, { highWaterMark: READ_CHUNK }), zstdProgram.stdin).catch((err: unknown) => err);
     stages.push(zstdProgram.stdout as Readable);
   } else {
-    stages.push(createReadStream(opts.file));
-    if (compression === 'gzip') stages.push(zlib.createGunzip());
+    stages.push(createReadStream(opts.file, { highWaterMark: READ_CHUNK }));
+    if (compression === 'gzip') stages.push(zlib.createGunzip({ chunkSize: READ_CHUNK }));
     if (zstdInNode) stages.push(zstdInNode());
   }
 
