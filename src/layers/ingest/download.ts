@@ -62,7 +62,7 @@ export async function downloadBlob(opts: DownloadOptions): Promise<void> {
     if (full) throw new DiskFull(opts.storeRoot, full, `downloading ${layerText(label)}`, label);
     if (received < size) {
       throw new LayerRefused('Unavailable', 'truncated', label,
-        `is truncated: the registry sent ${received} of ${size} bytes (${causeText(err)}); the layer was discarded`, { cause: err });
+        `is truncated: the registry sent ${received} of ${size} bytes (the transfer broke off: ${causeText(err)}); the layer was discarded`, { cause: err });
     }
     if (err instanceof SnapshotterError) throw err;
     throw new Unavailable(`cannot download ${layerText(label)}: ${causeText(err)}`, err);

@@ -73,7 +73,7 @@ export class IngestFailed extends SnapshotterError {
     const kept = total - failures.length;
     super(
       failures.every((f) => f.error instanceof SnapshotterError && f.error.kind === 'ResourceExhausted') ? 'ResourceExhausted' : 'FailedPrecondition',
-      `${failures.length} of ${total} layer(s) of ${image} could not be ingested${kept > 0 ? ` (the other ${kept} are in the store)` : ''}; its manifest was not recorded:\n${failures.map((f) => `  ${f.error.message}`).join('\n')}`,
+      `${failures.length} of ${total} layer(s) of ${image} could not be ingested${kept > 0 ? ` (the other ${kept} ${kept === 1 ? 'is' : 'are'} in the store)` : ''}; its manifest was not recorded:\n${failures.map((f) => `  ${f.error.message}`).join('\n')}`,
     );
   }
 }
