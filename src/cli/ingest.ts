@@ -7,7 +7,7 @@ import { parseCommand, usageError as commandUsageError } from './args.js';
 import { SnapshotterError } from '../errors.js';
 import { LayerStore } from '../layers/store.js';
 import {
-  credentialsFromEnv, DEFAULT_MAX_UNPACK_ENTRIES, DEFAULT_MAX_UNPACK_RATIO, ingestImage, IngestFailed, LayerRefused,
+  credentialsFromEnv, DEFAULT_MAX_UNPACK_ENTRIES, DEFAULT_MAX_UNPACK_RATIO, ingestImage, IngestFailed, Interrupted, LayerRefused,
   parsePlatform, UNPACK_FLOOR_BYTES, type IngestEvent, type Platform,
 } from '../layers/ingest/index.js';
 
@@ -78,31 +78,52 @@ export async function ingestCommand(args: string[]): Promise<number> {
   }
 
   const credentials = credentialsFromEnv();
+  // Ctrl-C or SIGTERM stops the run cleanly: unfinished layers and the staging area are removed
+  // before exiting (a second signal kills at once, as usual).
+  const stop = new AbortController();
+  let caught: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    caught = sig;
+    process.stderr.write(`\n${sig}: stopping; removing the layers not yet complete\n`);
+    stop.abort();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   let failed = 0;
-  for (const image of positionals) {
-    const view = process.stderr.isTTY ? new BarView() : new LineView();
-    const started = Date.now();
-    try {
-      const result = await ingestImage(image, {
-        store,
-        plainHttp: values['plain-http'],
-        concurrency,
-        maxUnpackRatio,
-        maxUnpackEntries,
-        ...(platform ? { platform } : {}),
-        ...(credentials ? { credentials } : {}),
-        onEvent: (e) => view.event(e),
-      });
-      view.stop();
-      const ingested = result.layers.filter((l) => l.status === 'ingested').length;
-      process.stdout.write(`${result.image}: ${result.layers.length} layers (${ingested} ingested, ${result.layers.length - ingested} already present) in ${formatMs(Date.now() - started)}; manifest ${result.manifestDigest}\n`);
-    } catch (err) {
-      view.stop();
-      failed++;
-      // An IngestFailed names the image and every layer itself.
-      process.stderr.write(err instanceof IngestFailed ? `error: ${err.message}\n` : `error: ${image}: ${errorText(err)}\n`);
+  try {
+    for (const image of positionals) {
+      if (caught) break;
+      const view = process.stderr.isTTY ? new BarView() : new LineView();
+      const started = Date.now();
+      try {
+        const result = await ingestImage(image, {
+          store,
+          plainHttp: values['plain-http'],
+          concurrency,
+          maxUnpackRatio,
+          maxUnpackEntries,
+          signal: stop.signal,
+          ...(platform ? { platform } : {}),
+          ...(credentials ? { credentials } : {}),
+          onEvent: (e) => view.event(e),
+        });
+        view.stop();
+        const ingested = result.layers.filter((l) => l.status === 'ingested').length;
+        process.stdout.write(`${result.image}: ${result.layers.length} layers (${ingested} ingested, ${result.layers.length - ingested} already present) in ${formatMs(Date.now() - started)}; manifest ${result.manifestDigest}\n`);
+      } catch (err) {
+        view.stop();
+        failed++;
+        // IngestFailed and Interrupted name the image themselves.
+        const named = err instanceof IngestFailed || err instanceof Interrupted;
+        process.stderr.write(named ? `error: ${err.message}\n` : `error: ${image}: ${errorText(err)}\n`);
+      }
     }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
+  // The shell's convention for a command stopped by a signal.
+  if (caught) return 128 + (caught === 'SIGINT' ? 2 : 15);
   return failed === 0 ? 0 : 1;
 }
 

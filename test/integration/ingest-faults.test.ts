@@ -15,6 +15,9 @@ import { exec, execOk, type ExecResult } from '../../src/sys/exec.js';
 import { LayerStore } from '../../src/layers/store.js';
 import { Scope } from '../helpers/scope.js';
 import { runCli } from '../helpers/cli.js';
+import { daemonBin } from '../helpers/paths.js';
+import { ManagedProcess } from '../helpers/process.js';
+import { waitUntil } from '../helpers/wait.js';
 import { pushLayersImage, startRegistry, type PushedLayer, type Registry } from '../helpers/registry.js';
 
 const GZ = 'application/vnd.oci.image.layer.v1.tar+gzip';
@@ -30,7 +33,8 @@ type Spoil =
   | { kind: 'flip' }
   | { kind: 'cut'; after: number }
   | { kind: 'short'; keep: number }
-  | { kind: 'long'; extra: number };
+  | { kind: 'long'; extra: number }
+  | { kind: 'stall'; after: number };
 const spoiled = new Map<string, Spoil>();
 
 function sha256(b: Buffer): string {
@@ -120,6 +124,11 @@ before(async () => {
         // Chunked, with no Content-Length: the client learns only by counting.
         res.writeHead(upstream.status, headers);
         res.end(Buffer.concat([body, Buffer.alloc(spoil.extra, 0x55)]));
+        return;
+      } else if (spoil?.kind === 'stall') {
+        // Part of the blob, then nothing: the transfer hangs until the client goes away.
+        res.writeHead(upstream.status, { ...headers, 'content-length': String(body.length) });
+        res.write(body.subarray(0, spoil.after));
         return;
       } else if (spoil?.kind === 'cut') {
         // The whole length is announced, part of it sent, then the connection drops.
@@ -353,4 +362,69 @@ test('a run removes what a killed run left in the staging area, and leaves a liv
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(await readdir(staging), [`${process.pid}-${selfStart}-beefcafe`], 'the dead run is gone, the live one is not');
   await rm(live, { recursive: true });
+});
+
+/** Bytes of the blobs being downloaded into the store's staging area. */
+async function stagedBlobBytes(store: LayerStore): Promise<number> {
+  const base = join(store.root, '.ingest');
+  let total = 0;
+  for (const run of await readdir(base).catch(() => [])) {
+    for (const name of await readdir(join(base, run)).catch(() => [])) {
+      if (name.endsWith('.blob')) total += (await stat(join(base, run, name)).catch(() => ({ size: 0 }))).size;
+    }
+  }
+  return total;
+}
+
+/** An image of a small layer, then one whose download hangs after 300000 bytes. */
+async function stalledImage(name: string): Promise<{ ref: string; done: PushedLayer; stalled: PushedLayer }> {
+  const img = await push(name, [
+    await gzLayer(async (d) => { await writeFile(join(d, 'done'), 'done\n'); }),
+    await gzLayer(async (d) => { await writeFile(join(d, 'slow'), randomBytes(MiB)); }),
+  ]);
+  const [done, stalled] = img.layers as [PushedLayer, PushedLayer];
+  spoiled.set(stalled.digest, { kind: 'stall', after: 300_000 });
+  return { ref: img.ref, done, stalled };
+}
+
+async function startIngest(store: LayerStore, ref: string, log: string): Promise<ManagedProcess> {
+  const proc = await ManagedProcess.start({ name: 'ingest', cmd: process.execPath, args: [daemonBin, 'ingest', '--plain-http', '--jobs', '1', '--store', store.root, ref], logFile: scope.path(log) });
+  scope.defer(`stop ingest ${proc.pid}`, async () => { await proc.stop(5_000); });
+  await waitUntil(async () => (await stagedBlobBytes(store)) >= 300_000, { what: 'the stalled download to reach 300000 bytes', process: proc });
+  return proc;
+}
+
+test('SIGTERM in the middle of a download stops ingest, removes the unfinished layer and the staging area, keeps the finished one', async () => {
+  const img = await stalledImage('fault/sigterm');
+  const store = await seededStore('sigterm');
+  const before = await listTree(store.root);
+  const proc = await startIngest(store, img.ref, 'sigterm.log');
+  const status = await proc.kill('SIGTERM');
+  assert.deepEqual(status, { code: 143, signal: null }, proc.log());
+  assert.match(proc.log(), /SIGTERM: stopping; removing the layers not yet complete/);
+  assert.match(proc.log(), new RegExp(`error: ingest of image ${proxyHost}/fault/sigterm:v1 was interrupted`));
+  assert.equal(await store.has(img.done.digest), true);
+  assert.equal(await store.has(img.stalled.digest), false);
+  assert.deepEqual(exceptLayers(await listTree(store.root), [img.done.digest]), exceptLayers(before, [img.done.digest]));
+});
+
+test('after a SIGKILL in the middle of a download, the next run removes the dead run\'s staging directory', async () => {
+  const img = await stalledImage('fault/sigkill');
+  const store = await seededStore('sigkill');
+  const before = await listTree(store.root);
+  const proc = await startIngest(store, img.ref, 'sigkill.log');
+  const status = await proc.kill('SIGKILL');
+  assert.equal(status.signal, 'SIGKILL');
+  const left = await readdir(join(store.root, '.ingest'));
+  assert.equal(left.length, 1);
+  assert.match(left[0] as string, new RegExp(`^${proc.pid}-\\d+-[0-9a-f]+$`), 'the killed run left its staging directory');
+
+  spoiled.delete(img.stalled.digest);
+  const r = await runIngest(['--store', store.root, img.ref]);
+  assert.equal(r.code, 0, r.stderr);
+  const both = [img.done.digest, img.stalled.digest];
+  for (const d of both) assert.equal(await store.has(d), true);
+  // Before, plus both layers and this image's manifest record.
+  const after = (await listTree(store.root)).filter((p) => !p.startsWith(`.metadata/${proxyHost}/fault/`));
+  assert.deepEqual(exceptLayers(after, both), exceptLayers(before, both));
 });

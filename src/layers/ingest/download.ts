@@ -23,6 +23,7 @@ export interface DownloadOptions {
   storeRoot: string;
   /** Called with the number of bytes received since the last call. */
   onBytes?: (n: number) => void;
+  signal?: AbortSignal;
 }
 
 class TooLong extends Error {}
@@ -30,7 +31,7 @@ class TooLong extends Error {}
 export async function downloadBlob(opts: DownloadOptions): Promise<void> {
   const { digest, size } = opts.layer;
   const label: LayerLabel = { digest, image: opts.image };
-  const blob = await opts.client.openBlob(opts.repository, digest);
+  const blob = await opts.client.openBlob(opts.repository, digest, opts.signal);
   if (blob.contentLength !== undefined && blob.contentLength > size) {
     blob.body.destroy();
     throw new LayerRefused('FailedPrecondition', 'oversized', label,
@@ -52,7 +53,7 @@ export async function downloadBlob(opts: DownloadOptions): Promise<void> {
     },
   });
   try {
-    await pipeline(blob.body, meter, createWriteStream(opts.file, { flags: 'wx', mode: 0o600 }));
+    await pipeline(blob.body, meter, createWriteStream(opts.file, { flags: 'wx', mode: 0o600 }), ...(opts.signal ? [{ signal: opts.signal }] : []));
   } catch (err) {
     if (err instanceof TooLong) {
       throw new LayerRefused('FailedPrecondition', 'oversized', label,

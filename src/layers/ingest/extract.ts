@@ -31,6 +31,8 @@ export interface UnpackOptions {
   layer: LayerLabel;
   /** Named in a disk-full message. */
   storeRoot: string;
+  /** Stops tar and the decompressor; the caller reports the interruption. */
+  signal?: AbortSignal;
 }
 
 export interface UnpackStats {
@@ -111,13 +113,20 @@ export async function unpackLayer(opts: UnpackOptions): Promise<UnpackStats> {
     if (zstdInNode) stages.push(zstdInNode());
   }
 
-  let streamErr: unknown;
-  await pipeline([...stages, bounds, tar.stdin] as unknown as [Readable, ...Transform[], NodeJS.WritableStream])
-    .catch((err: unknown) => { streamErr = err; });
   const stopAll = (): void => {
     tar.kill('SIGKILL');
     zstdProgram?.kill('SIGKILL');
   };
+  const onAbort = (): void => {
+    stopAll();
+    bounds.destroy(new Error('interrupted'));
+  };
+  if (opts.signal?.aborted) onAbort();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  let streamErr: unknown;
+  await pipeline([...stages, bounds, tar.stdin] as unknown as [Readable, ...Transform[], NodeJS.WritableStream])
+    .catch((err: unknown) => { streamErr = err; })
+    .finally(() => opts.signal?.removeEventListener('abort', onAbort));
   if (streamErr !== undefined && !isBrokenPipe(streamErr)) stopAll();
   const [r, z] = await Promise.all([
     tar.done,

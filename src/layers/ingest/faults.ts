@@ -85,3 +85,10 @@ export function formatSize(n: number): string {
   }
   return `${v.toFixed(1)} ${units[i]}`;
 }
+
+/** The user stopped the run (Ctrl-C, SIGTERM); the unfinished layers were taken away. */
+export class Interrupted extends SnapshotterError {
+  constructor(readonly image: string) {
+    super('Unavailable', `ingest of image ${image} was interrupted; the layers not yet complete were not kept, the complete ones stay`);
+  }
+}

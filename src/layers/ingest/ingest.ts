@@ -11,7 +11,7 @@ import type { Credentials } from './auth.js';
 import { DEFAULT_MAX_UNPACK_ENTRIES, DEFAULT_MAX_UNPACK_RATIO, type UnpackBound } from './bounds.js';
 import { downloadBlob } from './download.js';
 import { placeLayer, unpackLayer } from './extract.js';
-import { DiskFull, diskFullCode, layerText, type LayerLabel } from './faults.js';
+import { DiskFull, diskFullCode, Interrupted, layerText, type LayerLabel } from './faults.js';
 import { parseManifest, type Descriptor, type ImageManifest } from './manifest.js';
 import { recordManifest } from './metadata.js';
 import { Staging } from './staging.js';
@@ -44,6 +44,8 @@ export interface IngestOptions {
   logger?: Logger;
   onEvent?: (event: IngestEvent) => void;
   fetch?: typeof fetch;
+  /** Aborting stops the run: no new layer is started, unfinished ones are removed, Interrupted is thrown. */
+  signal?: AbortSignal;
 }
 
 export interface LayerResult {
@@ -91,7 +93,7 @@ export async function ingestImage(image: string, opts: IngestOptions): Promise<I
     ...(log ? { logger: log } : {}),
   });
 
-  const { manifest, body, digest, platform } = await resolveManifest(client, ref, opts.platform ?? DEFAULT_PLATFORM);
+  const { manifest, body, digest, platform } = await resolveManifest(client, ref, opts.platform ?? DEFAULT_PLATFORM, opts.signal);
   const layers = uniqueLayers(manifest.layers);
   opts.onEvent?.({ type: 'resolved', image: name, manifestDigest: digest, layers, ...(platform ? { platform } : {}) });
   log?.info({ manifestDigest: digest, platform, layers: layers.length }, 'resolved image manifest');
@@ -107,7 +109,7 @@ export async function ingestImage(image: string, opts: IngestOptions): Promise<I
     const failures: Array<{ digest: LayerDigest; error: Error }> = [];
     let next = 0;
     const worker = async (): Promise<void> => {
-      while (next < layers.length) {
+      while (next < layers.length && !opts.signal?.aborted) {
         const layer = layers[next++] as Descriptor;
         try {
           results.push(await ingestLayer({ client, ref, image: name, layer, bound, staging, opts, log }));
@@ -119,6 +121,7 @@ export async function ingestImage(image: string, opts: IngestOptions): Promise<I
     const n = Math.max(1, Math.min(opts.concurrency ?? DEFAULT_CONCURRENCY, layers.length));
     await Promise.all(Array.from({ length: n }, worker));
 
+    if (opts.signal?.aborted) throw new Interrupted(name);
     if (failures.length > 0) {
       const order = new Map(layers.map((l, i) => [l.digest, i]));
       failures.sort((a, b) => (order.get(a.digest) ?? 0) - (order.get(b.digest) ?? 0));
@@ -147,8 +150,8 @@ interface ResolvedManifest {
   platform?: string;
 }
 
-async function resolveManifest(client: RegistryClient, ref: ImageReference, want: Platform): Promise<ResolvedManifest> {
-  const top = await client.getManifest(ref.repository, ref.digest ?? ref.tag ?? 'latest');
+async function resolveManifest(client: RegistryClient, ref: ImageReference, want: Platform, signal: AbortSignal | undefined): Promise<ResolvedManifest> {
+  const top = await client.getManifest(ref.repository, ref.digest ?? ref.tag ?? 'latest', signal);
   if (ref.digest && top.digest !== ref.digest) {
     throw new FailedPrecondition(`the registry's manifest for ${ref.digest} hashes to ${top.digest}; refusing it`);
   }
@@ -156,7 +159,7 @@ async function resolveManifest(client: RegistryClient, ref: ImageReference, want
   if (doc.kind === 'manifest') return { manifest: doc, body: top.body, digest: top.digest };
 
   const chosen = selectManifest(doc.manifests, want);
-  const child = await client.getManifest(ref.repository, chosen.digest);
+  const child = await client.getManifest(ref.repository, chosen.digest, signal);
   if (child.digest !== chosen.digest) {
     throw new FailedPrecondition(`the registry's manifest for ${chosen.digest} hashes to ${child.digest}; refusing it`);
   }
@@ -238,6 +241,7 @@ async function fetchAndUnpack(job: LayerJob): Promise<LayerResult> {
         bytes += n;
         opts.onEvent?.({ type: 'layer-progress', digest, bytes, size });
       },
+      ...(opts.signal ? { signal: opts.signal } : {}),
     });
     phase = 'unpacking';
     opts.onEvent?.({ type: 'layer-unpacking', digest, size });
@@ -249,6 +253,7 @@ async function fetchAndUnpack(job: LayerJob): Promise<LayerResult> {
       bound: job.bound,
       layer: label,
       storeRoot: root,
+      ...(opts.signal ? { signal: opts.signal } : {}),
     });
     // The blob is not needed any more: free its space before the next layer needs it.
     await rm(blobFile, { force: true });
@@ -256,6 +261,8 @@ async function fetchAndUnpack(job: LayerJob): Promise<LayerResult> {
     const outcome = await placeLayer(opts.store, digest, stagedDir);
     return { digest, size, status: outcome === 'ingested' ? 'ingested' : 'skipped', ms: 0, ...(outcome === 'ingested' ? { unpackedBytes: stats.bytes } : {}) };
   } catch (err) {
+    // Whatever the interruption broke (a transfer, tar) is not the layer's fault.
+    if (opts.signal?.aborted) throw new Interrupted(job.image);
     const full = diskFullCode(err);
     if (full) throw new DiskFull(root, full, `${phase} ${layerText(label)}`, label);
     throw err;
