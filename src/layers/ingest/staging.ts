@@ -56,17 +56,25 @@ export class Staging {
   static async open(store: LayerStore, log?: Logger): Promise<Staging> {
     const createdRoot = await mkdir(store.root, { recursive: true, mode: 0o755 });
     const base = path.join(store.root, STAGING_DIR);
-    await mkdir(base, { mode: 0o700 }).catch((err: unknown) => {
-      if (errnoCode(err) !== 'EEXIST') throw err;
-    });
+    const self = processStartTime(process.pid) ?? '0';
+    const dir = path.join(base, `${process.pid}-${self}-${randomBytes(4).toString('hex')}`);
+    // Another run that ends now removes the staging area when it looks empty: then make it again.
+    for (let attempt = 1; ; attempt++) {
+      await mkdir(base, { mode: 0o700 }).catch((err: unknown) => {
+        if (errnoCode(err) !== 'EEXIST') throw err;
+      });
+      try {
+        await mkdir(dir, { mode: 0o700 });
+        break;
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT' || attempt === 3) throw err;
+      }
+    }
     for (const name of await readdir(base)) {
-      if (runIsAlive(name)) continue;
+      if (name === path.basename(dir) || runIsAlive(name)) continue;
       log?.info({ dir: path.join(base, name) }, 'removing what an earlier ingest run left behind');
       await rm(path.join(base, name), { recursive: true, force: true });
     }
-    const self = processStartTime(process.pid) ?? '0';
-    const dir = path.join(base, `${process.pid}-${self}-${randomBytes(4).toString('hex')}`);
-    await mkdir(dir, { mode: 0o700 });
     return new Staging(dir, base, store, createdRoot);
   }
 
