@@ -238,7 +238,8 @@ export class FuseServer {
         return this.mounter.reconcile(prefix, new Set(keep));
       }
       case 'metrics':
-        return this.metrics.registry.getMetricsAsJSON();
+        // At most one collection per second, whoever asks and however often.
+        return this.metrics.collect();
       case 'handover':
         return this.handover();
       case 'shutdown':
