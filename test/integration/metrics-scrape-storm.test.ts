@@ -238,6 +238,6 @@ test('a client on the control socket that asks for metrics in a loop gets at mos
     t.diagnostic(`${asked} metrics requests on the control socket: ${last - first} collections in ${seconds.toFixed(1)} s`);
     assert.ok(last - first <= Math.ceil(seconds) + 1, `${last - first} collections in ${seconds.toFixed(1)} s; at most one a second`);
   } finally {
-    await client.close();
+    await client.disconnect();
   }
 });
