@@ -149,8 +149,9 @@ export class RemoteLayerMounter implements LayerMounts {
   // ---- transport ------------------------------------------------------------------------------
 
   private async call<M extends Method>(method: M, params: Params<M>): Promise<Result<M>> {
-    if (this.disconnected && method !== 'shutdown') throw new Unavailable('this client of the FUSE server has disconnected');
+    if (this.disconnected) throw new Unavailable('this client of the FUSE server has disconnected');
     const c = await this.connection();
+    if (this.disconnected) throw new Unavailable('this client of the FUSE server has disconnected');
     return this.send(c, method, params);
   }
 
@@ -180,6 +181,11 @@ export class RemoteLayerMounter implements LayerMounts {
     for (let attempt = 0; ; attempt++) {
       try {
         const c = await dialControlSocket(this.o.socket);
+        // disconnect() while this connection was being made: it must not stay open.
+        if (this.disconnected) {
+          c.destroy();
+          return c;
+        }
         this.attach(c);
         // A server that took over from another, or was started by hand, learns its scope from us.
         if (this.o.scope) void this.send(c, 'hello', { scope: this.o.scope });
