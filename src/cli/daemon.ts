@@ -73,7 +73,7 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
   try {
     await mounter.connect();
   } catch (err) {
-    await closeMetrics();
+    try { await mounter.disconnect(); } finally { await closeMetrics(); }
     throw err;
   }
   log.info({ fuseServer: mounter.server, mounts: mounter.mountpoints().length }, 'connected to the FUSE server');
@@ -86,14 +86,14 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
   try {
     sn = await Snapshotter.open({ root, log: log.child({ component: 'snapshotter' }), remote });
   } catch (err) {
-    await closeMetrics();
+    try { await mounter.disconnect(); } finally { await closeMetrics(); }
     throw err;
   }
   const server = new SocketServer(opts.address, log);
   try {
     await server.listen(snapshotsHandlers(sn, log.child({ component: 'grpc' }), daemonMetrics.call));
   } catch (err) {
-    try { await sn.close(); } finally { await closeMetrics(); }
+    try { await sn.close(); } finally { try { await mounter.disconnect(); } finally { await closeMetrics(); } }
     throw err;
   }
 
@@ -108,8 +108,10 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
       log.info({ signal }, 'stopping: no new calls; snapshots are kept');
       // The metrics server is closed even when the rest fails: a listening socket would keep
       // the process alive after we give up.
+      // The FUSE server and its mounts stay: the daemon only disconnects from it.
       void server.close()
         .then(() => sn.close())
+        .finally(() => mounter.disconnect())
         .finally(() => closeMetrics())
         .then(() => { log.info('stopped'); resolve(0); }, (err: unknown) => { log.error({ err }, 'error while stopping'); resolve(1); });
     };
