@@ -333,7 +333,9 @@ export class Snapshotter {
     const decision = await remote.decide(labels);
     const log = this.log.child({ key, digest: decision.digest ?? labels[LAYER_DIGEST_LABEL] });
     if (!decision.remote) {
-      log.info({ decision: 'downloaded', reason: decision.reason }, 'layer will be downloaded');
+      // A store that did not answer is worth a warning: the node pulls what it could have served.
+      const level = decision.code === 'store_timeout' || decision.code === 'store_busy' || decision.code === 'store_error' ? 'warn' : 'info';
+      log[level]({ decision: 'downloaded', code: decision.code, reason: decision.detail }, 'layer will be downloaded');
       return;
     }
     validateKey(decision.target, 'target');
@@ -352,7 +354,7 @@ export class Snapshotter {
     } finally {
       await this.discard(made);
     }
-    log.info({ decision: 'remote', reason: 'the layer is in the layer store', target: decision.target }, 'layer served from the store');
+    log.info({ decision: 'remote', code: decision.code, reason: 'the layer is in the layer store', target: decision.target }, 'layer served from the store');
     throw new AlreadyExists(`target snapshot ${quote(decision.target)} already exists`);
   }
 
