@@ -41,6 +41,8 @@ export interface LayerQueries {
   has(digest: string): Promise<boolean>;
   /** Bytes on disk and inodes of the layer tree, like du (hardlinks once). */
   usage(digest: string): Promise<Usage>;
+  /** Calls made and not answered yet, those past their deadline included. */
+  readonly pending?: number;
 }
 
 // Record layout of the native answers (native/cvmfs_sys.c put_record / put_attr).

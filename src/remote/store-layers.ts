@@ -88,6 +88,12 @@ export class StoreLayers implements RemoteLayers {
     if (r.unmounted.length > 0) this.log.info({ mounts: r.unmounted }, 'unmounted layers');
     if (r.lazilyUnmounted.length > 0) this.log.warn({ mounts: r.lazilyUnmounted }, 'layers still in use were detached lazily');
     for (const f of r.failed) this.log.error({ mountpoint: f.mountpoint, error: f.error }, 'could not unmount a layer');
+    const stuck = this.store.pending ?? 0;
+    if (stuck > 0) {
+      // The kernel waits out a FUSE request the store's server has read, even for SIGKILL: the
+      // threads making these calls, and so this process, end only when the store answers them.
+      this.log.warn({ calls: stuck }, 'calls into the layer store are still unanswered; the process ends once the store answers them');
+    }
   }
 
   private serialize<T>(dir: string, fn: () => Promise<T>): Promise<T> {
