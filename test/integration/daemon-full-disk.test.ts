@@ -69,10 +69,11 @@ function assertDirsMatchRecords(dirs: string[], what: string): void {
 test('a full disk answers RESOURCE_EXHAUSTED, leaves nothing behind, and the daemon works again once space is freed', async () => {
   await client.prepare('before', '');
   await client.commit('base', 'before');
+  await client.prepare('active', 'base');
   const recordsBefore = readRecords(daemon.root).map((r) => r.key);
 
   await fill();
-  // Each kind of call that writes: a new snapshot, a view, a commit.
+  // Each kind of call that writes: a new snapshot, a view, a commit (below).
   const full = (e: unknown): boolean => {
     assert.equal(code(e), status.RESOURCE_EXHAUSTED, `RESOURCE_EXHAUSTED, got ${String(e)}`);
     assert.match((e as Error).message, /the disk is full/);
@@ -93,6 +94,8 @@ test('a full disk answers RESOURCE_EXHAUSTED, leaves nothing behind, and the dae
   }
   assert.ok(failures >= 1, 'a Prepare on the full disk was refused');
   await assert.rejects(client.view('full/view', 'base', { big: 'y'.repeat(3000) }), full);
+  await assert.rejects(client.commit('committed', 'active', { big: 'z'.repeat(3000) }), full);
+  assert.equal((await client.stat('active')).info.kind, 'ACTIVE', 'the refused Commit left the snapshot active');
 
   assert.deepEqual(readRecords(daemon.root).map((r) => r.key).sort(), [...recordsBefore, ...made].sort(), 'no record of a refused call');
   assertDirsMatchRecords((await readdir(join(daemon.root, 'snapshots'))), 'while the disk is full');
@@ -103,7 +106,8 @@ test('a full disk answers RESOURCE_EXHAUSTED, leaves nothing behind, and the dae
   const view = await client.view('after/view', 'base');
   assert.equal(view.mounts[0]?.type, 'bind');
   await client.prepare('after/2', '');
-  for (const k of ['after', 'after/view', 'after/2']) assert.equal((await client.stat(k)).info.name, k);
+  await client.commit('committed', 'active');
+  for (const k of ['after', 'after/view', 'after/2', 'committed']) assert.equal((await client.stat(k)).info.name, k);
   assertDirsMatchRecords((await readdir(join(daemon.root, 'snapshots'))), 'after space is back');
   // Nothing left for Cleanup to find.
   await client.cleanup();
