@@ -35,6 +35,10 @@ export class InvalidArgument extends SnapshotterError {
 export class Unavailable extends SnapshotterError {
   constructor(message: string, cause?: unknown) { super('Unavailable', message, { cause }); }
 }
+/** Out of a resource the caller cannot fix by asking again at once: a full disk, too many calls. */
+export class ResourceExhausted extends SnapshotterError {
+  constructor(message: string, cause?: unknown) { super('ResourceExhausted', message, { cause }); }
+}
 export class Unimplemented extends SnapshotterError {
   constructor(message: string) { super('Unimplemented', message); }
 }

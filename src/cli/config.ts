@@ -28,6 +28,12 @@ export interface Config {
   /** A layer-store call not answered in this many seconds is answered EIO to the container. */
   storeTimeoutSec: number;
   /**
+   * The daemon's own deadline for a store call (is a layer there, its usage): past it, the
+   * layer is downloaded instead (Usage: Unavailable). Not store-timeout, which bounds a
+   * container's read and is long on purpose.
+   */
+  storeCheckTimeoutSec: number;
+  /**
    * Entries the background walk of each newly mounted layer may list (it learns whether the
    * layer has any xattr and reads its metadata ahead); 0 turns the walk off.
    */
@@ -47,6 +53,14 @@ export interface MetricsConfig {
 export const DEFAULT_CACHE_ENTRIES = 200_000;
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_STORE_TIMEOUT_SEC = 180;
+/**
+ * A healthy CernVM-FS answers a layer check in milliseconds, a cold one (a catalog fetched
+ * through a proxy) in about a second. A download is always a correct answer, so waiting longer
+ * than a few seconds only delays the pull: CRI prepares an image's layers one after another,
+ * and each stalled check adds its deadline to the pull (at most 8 of them wait, the rest fail
+ * at once; see src/remote).
+ */
+export const DEFAULT_STORE_CHECK_TIMEOUT_SEC = 5;
 export const DEFAULT_LAYER_WALK_ENTRIES = DEFAULT_TUNING.censusEntries;
 const MAX_LAYER_WALK_ENTRIES = 100_000_000;
 
@@ -58,7 +72,7 @@ function expectString(file: string, key: string, v: unknown): string {
   return v;
 }
 
-const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries', 'metadata-cache-bytes', 'fuse-passthrough', 'store-timeout', 'layer-walk-entries', '[metrics]'];
+const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries', 'metadata-cache-bytes', 'fuse-passthrough', 'store-timeout', 'store-check-timeout', 'layer-walk-entries', '[metrics]'];
 const KNOWN_METRICS_KEYS = ['address'];
 
 const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
@@ -118,6 +132,7 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
   let metadataCacheBytes = DEFAULT_CACHE_BYTES;
   let fusePassthrough = true;
   let storeTimeoutSec = DEFAULT_STORE_TIMEOUT_SEC;
+  let storeCheckTimeoutSec = DEFAULT_STORE_CHECK_TIMEOUT_SEC;
   let layerWalkEntries = DEFAULT_LAYER_WALK_ENTRIES;
   let metrics: MetricsConfig | undefined;
   for (const [key, value] of Object.entries(doc)) {
@@ -156,6 +171,12 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
         }
         storeTimeoutSec = value;
         break;
+      case 'store-check-timeout':
+        if (typeof value !== 'number' || !Number.isFinite(value) || value < 0.1 || value > 600) {
+          throw new ConfigError(`${file}: "store-check-timeout" must be a number of seconds from 0.1 to 600, got ${JSON.stringify(value)}`);
+        }
+        storeCheckTimeoutSec = value;
+        break;
       case 'layer-walk-entries':
         if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_LAYER_WALK_ENTRIES) {
           throw new ConfigError(`${file}: "layer-walk-entries" must be a whole number from 0 (no walk) to ${MAX_LAYER_WALK_ENTRIES}, got ${JSON.stringify(value)}`);
@@ -170,7 +191,7 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
     }
   }
   const config: Config = {
-    repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries, metadataCacheBytes, fusePassthrough, storeTimeoutSec, layerWalkEntries,
+    repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries, metadataCacheBytes, fusePassthrough, storeTimeoutSec, storeCheckTimeoutSec, layerWalkEntries,
   };
   if (metrics) config.metrics = metrics;
   return config;

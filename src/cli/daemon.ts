@@ -3,8 +3,7 @@ import { createLogger, isLogLevel, type Logger } from '../log.js';
 import type { DaemonOptions } from './daemon-args.js';
 import { realpath, mkdir } from 'node:fs/promises';
 import { Snapshotter } from '../snapshotter/snapshotter.js';
-import { StoreLayers } from '../snapshotter/store-layers.js';
-import { LayerStore } from '../layers/store.js';
+import { createStoreLayers } from '../remote/index.js';
 import { RemoteLayerMounter } from '../fuse/server/client.js';
 import { spawnDetached } from '../sys/exec.js';
 import { BIN_PATH, FUSE_SERVER_NODE_FLAGS } from './fuse-server.js';
@@ -78,7 +77,7 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
   }
   log.info({ fuseServer: mounter.server, mounts: mounter.mountpoints().length }, 'connected to the FUSE server');
   const remote = new CountingRemoteLayers(
-    new StoreLayers(new LayerStore(config.absoluteMountpoint), mounter, layerLog),
+    createStoreLayers({ storeRoot: config.absoluteMountpoint, mounter, log: layerLog, deadlineMs: config.storeCheckTimeoutSec * 1000 }),
     (isRemote, reason) => daemonMetrics.decision(isRemote, reason),
   );
 

@@ -3,7 +3,7 @@ export { createDaemonMetrics } from './daemon-metrics.js';
 export type { DaemonMetrics } from './daemon-metrics.js';
 export { createFuseMetrics, FUSE_METRICS_INTERVAL_MS } from './fuse-metrics.js';
 export type { FuseMetrics, MounterStats } from './fuse-metrics.js';
-export { CountingRemoteLayers, decisionReason, DECISION_REASONS } from './decisions.js';
+export { CountingRemoteLayers, DECISION_REASONS } from './decisions.js';
 export type { DecisionReason } from './decisions.js';
 export { mergeMetrics, registrySource } from './merge.js';
 export type { MergeResult, MetricsJson, MetricsSource } from './merge.js';

@@ -2,14 +2,15 @@
 // metadata in SQLite and layers from the store served by RemoteLayers.
 //
 // Every public method does its checks and its metadata change in one transaction. The only
-// disk change inside a transaction is renaming a fully made directory into place; deletions
-// happen after the commit, so a crash leaves at worst an orphan directory, which startup and
-// Cleanup remove.
+// disk change inside a transaction is renaming a fully made directory into place, and it is
+// renamed back out when the transaction fails (SQLite gives a rolled-back id out again, so a
+// directory left under it would meet the next snapshot); deletions happen after the commit, so a
+// crash leaves at worst an orphan directory, which startup and Cleanup remove.
 import { mkdir, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
-import { renameSync } from 'node:fs';
+import { renameSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, join } from 'node:path';
-import { AlreadyExists, errnoCode, FailedPrecondition, InvalidArgument, NotFound, quote } from '../errors.js';
+import { AlreadyExists, errnoCode, FailedPrecondition, InvalidArgument, NotFound, quote, ResourceExhausted } from '../errors.js';
 import type { Logger } from '../log.js';
 import { diskUsage } from '../sys/du.js';
 import { LAYER_DIGEST_LABEL, REMOTE_LABEL, validateLabels } from './labels.js';
@@ -53,6 +54,9 @@ function ownRemoteLabel(labels: Labels, remoteDigest: string | null): Labels {
   else out[REMOTE_LABEL] = remoteDigest;
   return out;
 }
+
+/** Errors that mean the file system under the root has no room (SQLite says so for ENOSPC). */
+const DISK_FULL = new Set(['ENOSPC', 'EDQUOT', 'SQLITE_FULL']);
 
 function publicInfo(r: SnapshotRecord): Info {
   return { name: r.name, parent: r.parent, kind: r.kind, createdUs: r.createdUs, updatedUs: r.updatedUs, labels: r.labels };
@@ -106,12 +110,14 @@ export class Snapshotter {
   async prepare(key: string, parent: string, labels: Labels): Promise<Mount[]> {
     // Bad input is refused the same way whether or not the layer could come from the store.
     this.validateNew(key, parent, labels);
-    if (this.remote && labels[LAYER_DIGEST_LABEL] !== undefined) await this.tryRemote(key, parent, labels);
-    return this.create('active', key, parent, labels);
+    return this.onDisk(`preparing ${quote(key)}`, async () => {
+      if (this.remote && labels[LAYER_DIGEST_LABEL] !== undefined) await this.tryRemote(key, parent, labels);
+      return this.create('active', key, parent, labels);
+    });
   }
 
   async view(key: string, parent: string, labels: Labels): Promise<Mount[]> {
-    return this.create('view', key, parent, labels);
+    return this.onDisk(`making view ${quote(key)}`, () => this.create('view', key, parent, labels));
   }
 
   async mounts(key: string): Promise<Mount[]> {
@@ -131,31 +137,38 @@ export class Snapshotter {
     }
     // Measured before the transaction: nothing writes to a snapshot while it is being committed.
     const usage = await this.measure(key, active.id);
-    this.store.tx(() => {
+    this.onDiskSync(`committing ${quote(key)} as ${quote(name)}`, () => this.store.tx(() => {
       if (this.store.get(name)) throw new AlreadyExists(`snapshot ${quote(name)} already exists`);
       const again = this.store.get(key);
       if (!again || again.id !== active.id || again.kind !== 'active') {
         throw new NotFound(`snapshot ${quote(key)} does not exist`);
       }
       this.store.commit(active.id, name, labels, usage.size, usage.inodes, this.now());
-    });
+    }));
     this.log.debug({ key, name, ...usage }, 'committed');
     // The active snapshot stood on its parents' layers; now nothing may.
     await this.releaseUnusedLayers();
   }
 
   async remove(key: string): Promise<void> {
-    const rec = this.store.tx(() => {
+    const rec = this.onDiskSync(`removing ${quote(key)}`, () => this.store.tx(() => {
       const r = this.mustGet(key);
       if (this.store.hasChildren(r.id)) {
         throw new FailedPrecondition(`snapshot ${quote(key)} has children; remove them first`);
       }
       this.store.delete(r.id);
       return r;
-    });
+    }));
     const dir = snapshotDir(this.root, rec.id);
     if (rec.remoteDigest !== null && this.remote) {
-      await this.remote.unmount(upperPath(this.root, rec.id), () => true);
+      const mnt = upperPath(this.root, rec.id);
+      await this.remote.unmount(mnt, () => true);
+      // Never walk into a layer that is still mounted: the walk would wait on the store. Cleanup
+      // removes the directory once the layer is gone (it skips mounted ones too).
+      if (this.remote.mounted().includes(mnt)) {
+        this.log.warn({ key, dir }, 'the layer of a removed snapshot is still mounted; its directory stays until Cleanup');
+        return;
+      }
     }
     await this.removeDir(dir);
     if (rec.kind !== 'committed') await this.releaseUnusedLayers();
@@ -167,7 +180,7 @@ export class Snapshotter {
         throw new InvalidArgument(`cannot update field ${quote(p)} of snapshot ${quote(name)}: only "labels" and "labels.<key>" can be updated`);
       }
     }
-    return this.store.tx(() => {
+    return this.onDiskSync(`updating ${quote(name)}`, () => this.store.tx(() => {
       const rec = this.mustGet(name);
       let next: Labels;
       if (fieldpaths.length === 0 || fieldpaths.includes('labels')) {
@@ -185,7 +198,7 @@ export class Snapshotter {
       const now = this.now();
       this.store.setLabels(rec.id, next, now);
       return { ...publicInfo(rec), labels: next, updatedUs: now };
-    });
+    }));
   }
 
   list(filters: readonly string[]): Info[] {
@@ -250,15 +263,17 @@ export class Snapshotter {
     const parentRec = this.checkParent(key, parent);
     const tmp = await this.makeDirs(kind, parentRec);
     let rec: SnapshotRecord;
+    const placed = { dir: undefined as string | undefined };
     try {
       rec = this.store.tx(() => {
         if (this.store.get(key)) throw new AlreadyExists(`snapshot ${quote(key)} already exists`);
         const p = this.checkParent(key, parent);
         const id = this.store.insert({ key, kind, parentId: p?.id ?? null, nowUs: this.now(), labels });
-        renameSync(tmp, snapshotDir(this.root, id));
+        this.place(tmp, id, placed);
         return this.store.getById(id) as SnapshotRecord;
       });
     } catch (err) {
+      this.unplace(tmp, placed);
       await this.discard(tmp);
       throw err;
     }
@@ -333,13 +348,16 @@ export class Snapshotter {
     const decision = await remote.decide(labels);
     const log = this.log.child({ key, digest: decision.digest ?? labels[LAYER_DIGEST_LABEL] });
     if (!decision.remote) {
-      log.info({ decision: 'downloaded', reason: decision.reason }, 'layer will be downloaded');
+      // A store that did not answer is worth a warning: the node pulls what it could have served.
+      const level = decision.code === 'store_timeout' || decision.code === 'store_busy' || decision.code === 'store_error' ? 'warn' : 'info';
+      log[level]({ decision: 'downloaded', code: decision.code, reason: decision.detail }, 'layer will be downloaded');
       return;
     }
     validateKey(decision.target, 'target');
     const remoteLabels: Labels = { ...validateLabels(labels, key), [REMOTE_LABEL]: decision.digest };
     // An empty fs/ directory: the mountpoint of the layer.
     const made = await this.makeDirs('committed', undefined);
+    const placed = { dir: undefined as string | undefined };
     try {
       this.store.tx(() => {
         if (this.store.get(decision.target)) return;
@@ -347,13 +365,75 @@ export class Snapshotter {
         const id = this.store.insert({
           key: decision.target, kind: 'committed', parentId: p?.id ?? null, nowUs: this.now(), labels: remoteLabels, remoteDigest: decision.digest,
         });
-        renameSync(made, snapshotDir(this.root, id));
+        this.place(made, id, placed);
       });
+    } catch (err) {
+      this.unplace(made, placed);
+      throw err;
     } finally {
       await this.discard(made);
     }
-    log.info({ decision: 'remote', reason: 'the layer is in the layer store', target: decision.target }, 'layer served from the store');
+    log.info({ decision: 'remote', code: decision.code, reason: 'the layer is in the layer store', target: decision.target }, 'layer served from the store');
     throw new AlreadyExists(`target snapshot ${quote(decision.target)} already exists`);
+  }
+
+  /**
+   * Inside a transaction: renames a new snapshot's directory to the id just inserted. A
+   * directory already there is a leftover of a run that crashed between the rename and the
+   * commit (no record owns it: the id was given out again); it is moved aside for Cleanup.
+   */
+  private place(tmp: string, id: number, placed: { dir: string | undefined }): void {
+    const dest = snapshotDir(this.root, id);
+    try {
+      renameSync(tmp, dest);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
+      const aside = join(snapshotsDir(this.root), `stale-${id}-${randomBytes(4).toString('hex')}`);
+      renameSync(dest, aside);
+      this.log.warn({ dir: dest, movedTo: aside }, 'a directory no record owns sat where a new snapshot goes; moved aside for Cleanup');
+      renameSync(tmp, dest);
+    }
+    placed.dir = dest;
+  }
+
+  /**
+   * After a failed transaction, before anything else runs: the directory goes back to its
+   * temporary name, so the id that SQLite hands out again finds no directory.
+   */
+  private unplace(tmp: string, placed: { dir: string | undefined }): void {
+    if (placed.dir === undefined) return;
+    try {
+      renameSync(placed.dir, tmp);
+    } catch (err) {
+      // Nothing of value is in it (empty fs/ and work/), and it must not stay under the id.
+      this.log.warn({ dir: placed.dir, err }, 'could not rename a new snapshot directory back after a failed transaction; removing it');
+      rmSync(placed.dir, { recursive: true, force: true });
+    }
+    placed.dir = undefined;
+  }
+
+  /** A full disk as ResourceExhausted, saying so and where; any other error unchanged. */
+  private diskFull(err: unknown, what: string): unknown {
+    const code = errnoCode(err);
+    if (code === undefined || !DISK_FULL.has(code)) return err;
+    return new ResourceExhausted(`the disk is full: no space left on the file system of ${this.root} while ${what} (${code}); free some space and try again`, err);
+  }
+
+  private async onDisk<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw this.diskFull(err, what);
+    }
+  }
+
+  private onDiskSync<T>(what: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw this.diskFull(err, what);
+    }
   }
 
   /** Unmounts every layer that no active snapshot or view stands on any more. */

@@ -140,8 +140,9 @@ class RecordingLayers implements RemoteLayers {
   async decide(labels: Labels): Promise<RemoteDecision> {
     const digest = labels[LAYER_DIGEST_LABEL];
     const target = labels[TARGET_REF_LABEL];
-    if (!digest || !target) return { remote: false, reason: 'no labels' };
-    return this.present.has(digest) ? { remote: true, digest, target } : { remote: false, reason: 'not in store', digest };
+    if (!digest) return { remote: false, code: 'no_digest_label', detail: 'no labels' };
+    if (!target) return { remote: false, code: 'no_target', detail: 'no target', digest };
+    return this.present.has(digest) ? { remote: true, code: 'in_store', digest, target } : { remote: false, code: 'not_in_store', detail: 'not in store', digest };
   }
   async usage() { return { size: 4096, inodes: 1 }; }
   async mount(digest: string, dir: string) { this.calls.push(`mount ${digest} ${dir}`); this.mountedDirs.set(dir, digest); }

@@ -88,27 +88,10 @@ interface Exception {
 
 const EXCEPTIONS: Exception[] = [
   {
-    why: 'src/snapshotter/store-layers.ts is moving to src/remote (issue 11), so the snapshotter imports neither src/layers nor src/fuse',
-    matches: (v) => v.rule.name === 'not-in-allowed' && v.from === 'src/snapshotter/store-layers.ts',
-  },
-  {
-    why: 'src/metrics/decisions.ts re-derives the remote decision\'s reason from the labels; it goes when the decision carries its reason code (issue 11)',
-    matches: (v) =>
-      v.rule.name === 'not-in-allowed' &&
-      v.from === 'src/metrics/decisions.ts' &&
-      (v.to === 'src/snapshotter/labels.ts' || v.to === 'src/layers/digest.ts'),
-  },
-  {
     why: 'src/cli/fuse-server.ts imports the version from main.ts, which loads fuse-server.ts and daemon.ts; build info is moving to a module of its own (issue 11)',
     matches: (v) =>
       v.rule.name === 'no-circular' &&
       cycleModules(v).every((m) => ['src/cli/main.ts', 'src/cli/fuse-server.ts', 'src/cli/daemon.ts'].includes(m)),
-  },
-  {
-    why: 'src/layers/ingest/manifest.ts and platform.ts import each other\'s types (Platform, Descriptor)',
-    matches: (v) =>
-      v.rule.name === 'no-circular' &&
-      cycleModules(v).every((m) => ['src/layers/ingest/manifest.ts', 'src/layers/ingest/platform.ts'].includes(m)),
   },
 ];
 

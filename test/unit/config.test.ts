@@ -7,7 +7,7 @@ import { configFromToml, loadConfig } from '../../src/cli/config.js';
 import { parseDaemonArgs } from '../../src/cli/daemon-args.js';
 
 test('defaults are those of the Go CernVM-FS snapshotter', async () => {
-  assert.deepEqual(configFromToml({}, 'f'), { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch', metadataCacheEntries: 200_000, metadataCacheBytes: 64 * 1024 * 1024, fusePassthrough: true, storeTimeoutSec: 180, layerWalkEntries: 200_000 });
+  assert.deepEqual(configFromToml({}, 'f'), { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch', metadataCacheEntries: 200_000, metadataCacheBytes: 64 * 1024 * 1024, fusePassthrough: true, storeTimeoutSec: 180, storeCheckTimeoutSec: 5, layerWalkEntries: 200_000 });
   assert.deepEqual(configFromToml({ repository: 'x.cern.ch' }, 'f').absoluteMountpoint, '/cvmfs/x.cern.ch');
   const d = parseDaemonArgs([]);
   assert.ok(typeof d === 'object');

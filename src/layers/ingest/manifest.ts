@@ -3,7 +3,6 @@
 // non-negative integers, and unknown media types are refused with a message naming them.
 import { InvalidArgument, Unimplemented } from '../../errors.js';
 import { parseDigest, type LayerDigest } from '../digest.js';
-import type { Platform } from './platform.js';
 
 export const MEDIA = {
   ociManifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -29,6 +28,13 @@ const LAYER_TYPES = new Set([
   'application/vnd.docker.image.rootfs.diff.tar.gzip',
   'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
 ]);
+
+/** An image's platform, as OCI descriptors and image configs name it. */
+export interface Platform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
 
 export interface Descriptor {
   mediaType: string;

@@ -1,12 +1,8 @@
 // Platforms as `os/arch[/variant]`, and the choice of one manifest out of an index.
 import { InvalidArgument, NotFound } from '../../errors.js';
-import type { Descriptor } from './manifest.js';
+import type { Descriptor, Platform } from './manifest.js';
 
-export interface Platform {
-  os: string;
-  architecture: string;
-  variant?: string;
-}
+export type { Platform };
 
 /** What an index resolves to when no platform is given: the machines this runs on. */
 export const DEFAULT_PLATFORM: Platform = { os: 'linux', architecture: 'amd64' };

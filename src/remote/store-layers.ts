@@ -1,19 +1,20 @@
 // RemoteLayers over a DUCC-layout layer store and a FUSE mounter: the decision whether a layer
-// is remote, and the mount calls, serialized per directory so that a mount and an unmount of
-// the same layer never interleave.
+// is remote, as a reason code plus a detail, and the mount calls, serialized per directory so
+// that a mount and an unmount of the same layer never interleave.
+import { quote, Unavailable } from '../errors.js';
 import { isLayerDigest } from '../layers/digest.js';
-import type { LayerStore } from '../layers/store.js';
 import type { LayerMounts } from '../fuse/index.js';
 import type { Logger } from '../log.js';
-import { LAYER_DIGEST_LABEL, TARGET_REF_LABEL } from './labels.js';
-import type { RemoteDecision, RemoteLayers } from './remote.js';
-import type { Labels, Usage } from './types.js';
+import { LAYER_DIGEST_LABEL, TARGET_REF_LABEL } from '../snapshotter/labels.js';
+import type { RemoteDecision, RemoteLayers } from '../snapshotter/remote.js';
+import type { Labels, Usage } from '../snapshotter/types.js';
+import { StoreUnanswered, type LayerQueries } from './store-calls.js';
 
 export class StoreLayers implements RemoteLayers {
   private readonly queues = new Map<string, Promise<unknown>>();
 
   constructor(
-    private readonly store: LayerStore,
+    private readonly store: LayerQueries,
     private readonly mounter: LayerMounts,
     private readonly log: Logger,
   ) {}
@@ -21,24 +22,30 @@ export class StoreLayers implements RemoteLayers {
   async decide(labels: Labels): Promise<RemoteDecision> {
     const target = labels[TARGET_REF_LABEL];
     const digest = labels[LAYER_DIGEST_LABEL];
-    if (digest === undefined) return { remote: false, reason: `no ${LAYER_DIGEST_LABEL} label` };
+    if (digest === undefined) return { remote: false, code: 'no_digest_label', detail: `no ${LAYER_DIGEST_LABEL} label` };
     if (!isLayerDigest(digest)) {
-      return { remote: false, reason: `${LAYER_DIGEST_LABEL} ${JSON.stringify(digest.slice(0, 100))} is not sha256: and 64 lowercase hex` };
+      return { remote: false, code: 'invalid_digest', detail: `${LAYER_DIGEST_LABEL} ${quote(digest)} is not sha256: and 64 lowercase hex` };
     }
     if (target === undefined || target === '') {
-      return { remote: false, digest, reason: `no ${TARGET_REF_LABEL} label: containerd did not offer a remote snapshot` };
+      return { remote: false, code: 'no_target', digest, detail: `no ${TARGET_REF_LABEL} label: containerd did not offer a remote snapshot` };
     }
     try {
-      if (await this.store.has(digest)) return { remote: true, digest, target };
-      return { remote: false, digest, reason: `not in the layer store (${this.store.layerPath(digest)})` };
+      if (await this.store.has(digest)) return { remote: true, code: 'in_store', digest, target };
+      return { remote: false, code: 'not_in_store', digest, detail: `not in the layer store (${this.store.layerPath(digest)})` };
     } catch (err) {
-      return { remote: false, digest, reason: `the layer store failed: ${(err as Error).message}` };
+      if (err instanceof StoreUnanswered) {
+        return { remote: false, code: err.why === 'timeout' ? 'store_timeout' : 'store_busy', digest, detail: err.message };
+      }
+      return { remote: false, code: 'store_error', digest, detail: `the layer store failed: ${(err as Error).message}` };
     }
   }
 
   async usage(digest: string): Promise<Usage> {
-    const u = await this.store.usage(digest);
-    return { size: u.size, inodes: u.inodes };
+    try {
+      return await this.store.usage(digest);
+    } catch (err) {
+      throw new Unavailable(`the usage of layer ${digest} cannot be measured: ${(err as Error).message}`, err);
+    }
   }
 
   mount(digest: string, dir: string): Promise<void> {
@@ -79,6 +86,12 @@ export class StoreLayers implements RemoteLayers {
   /** Waits for the mount and unmount calls under way; the mounter is let go of by whoever made it. */
   async close(): Promise<void> {
     await Promise.all(this.queues.values());
+    const stuck = this.store.pending ?? 0;
+    if (stuck > 0) {
+      // The kernel waits out a FUSE request the store's server has read, even for SIGKILL: the
+      // threads making these calls, and so this process, end only when the store answers them.
+      this.log.warn({ calls: stuck }, 'calls into the layer store are still unanswered; the process ends once the store answers them');
+    }
   }
 
   private serialize<T>(dir: string, fn: () => Promise<T>): Promise<T> {
