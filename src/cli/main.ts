@@ -1,11 +1,6 @@
 // The command line: the daemon by default, or a subcommand.
-import { readFileSync } from 'node:fs';
+import { version } from './build-info.js';
 import { DAEMON_USAGE, parseDaemonArgs } from './daemon-args.js';
-
-export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 type Command = (args: string[]) => Promise<number>;
 
