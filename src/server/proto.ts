@@ -8,8 +8,13 @@ export const snapshotsCodec = new ProtoCodec<Messages>(schema);
 
 export type SnapshotsMethod = keyof typeof Snapshots.methods;
 
-/** The grpc-js definition of containerd.services.snapshots.v1.Snapshots. */
-export function snapshotsDefinition(): ServiceDefinition {
+type RequestDecoder = (method: string, decode: (bytes: Buffer) => object) => (bytes: Buffer) => object;
+
+/**
+ * The grpc-js definition of containerd.services.snapshots.v1.Snapshots. The server passes
+ * decode.ts's tolerant(), so that a request that is not protobuf is InvalidArgument, not INTERNAL.
+ */
+export function snapshotsDefinition(requestDecoder: RequestDecoder = (_method, decode) => decode): ServiceDefinition {
   const def: Record<string, MethodDefinition<object, object>> = {};
   for (const [name, m] of Object.entries(Snapshots.methods)) {
     def[name] = {
@@ -17,7 +22,7 @@ export function snapshotsDefinition(): ServiceDefinition {
       requestStream: false,
       responseStream: m.responseStream,
       requestSerialize: (o: object) => snapshotsCodec.encode(m.request, o),
-      requestDeserialize: (b: Buffer) => snapshotsCodec.decode(m.request, b),
+      requestDeserialize: requestDecoder(name, (b: Buffer) => snapshotsCodec.decode(m.request, b)),
       responseSerialize: (o: object) => snapshotsCodec.encode(m.response, o),
       responseDeserialize: (b: Buffer) => snapshotsCodec.decode(m.response, b),
       originalName: name,
