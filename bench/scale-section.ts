@@ -100,7 +100,7 @@ export async function scale(scope: Scope, res: Results, o: ScaleOptions): Promis
     for (const mp of mounted.reverse()) {
       try { await deadline(mounter.unmount(mp), 30_000, `unmount of ${mp}`); } catch { failedUnmounts++; }
     }
-    await mounter.close();
+    await mounter.disconnect();
     // Whatever the server could not take down (or mounted before it failed) goes by umount.
     const left = await unmountAllUnder(base);
     if (left.length > 0 || failedUnmounts > 0) res.notes.push(`scale: ${failedUnmounts} unmounts through the server failed; ${left.length} mounts were removed with umount`);

@@ -74,7 +74,7 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
       },
     });
     // Disconnects only: the FUSE server and its mounts outlive the daemon.
-    started.push('FUSE server connection', () => mounter.close());
+    started.push('FUSE server connection', () => mounter.disconnect());
     await mounter.connect();
     log.info({ fuseServer: mounter.server, mounts: mounter.mountpoints().length }, 'connected to the FUSE server');
     const remote = new CountingRemoteLayers(

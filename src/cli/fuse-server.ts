@@ -97,7 +97,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
       process.stderr.write(`cvmfs-snapshotter fuse-server: ${(err as Error).message}\n`);
       return 1;
     } finally {
-      await client.close();
+      await client.disconnect();
     }
   }
 

@@ -9,6 +9,10 @@
 // A file kept here is dropped when the table is over its budget (least recently used first) or
 // when the kernel forgets its node; a descriptor is closed only once no handle of the kernel
 // and no read in flight uses it, so a read never meets a descriptor number reused by another file.
+// A backing id is closed only once no handle uses it either: the kernel looks the id up when the
+// task that opened the file resumes after our reply, which on a busy node can be well after the
+// reply was written (closed earlier, that open() fails with EIO). A handover passes the ids and
+// the handles on to the successor (exportPassthrough/adoptPassthrough) instead of closing them.
 import type { Logger } from '../log.js';
 import { native } from '../sys/native.js';
 import { errnoName } from './kernel/errno.js';
@@ -16,7 +20,8 @@ import type { Node } from './node-table.js';
 import type { StoreAccess } from './store-access.js';
 
 export interface OpenFile {
-  readonly node: Node;
+  /** undefined: a file a predecessor handed over whose node it no longer knew (retired). */
+  readonly node: Node | undefined;
   /** The kernel's backing id (passthrough), or -1. */
   backingId: number;
   /** Our descriptor for served reads, or -1. */
@@ -27,6 +32,15 @@ export interface OpenFile {
   readers: number;
   /** Out of the table: closed when the last handle and the last read are gone. */
   retired: boolean;
+}
+
+/**
+ * The passthrough files of a connection, as a handover passes them on: the next handle number,
+ * and per backing id the node id it was registered for and the kernel's handles on it.
+ */
+export interface PassthroughState {
+  readonly nextFh: number;
+  readonly files: readonly (readonly [nodeId: number, backingId: number, handles: readonly number[]])[];
 }
 
 /** Shared by every layer of a process: how many store files are held open, and how many may be. */
@@ -45,8 +59,12 @@ export class OpenFiles {
   private readonly byHandle = new Map<number, OpenFile>();
   private nextFh = 1;
 
-  constructor(devFd: number, store: StoreAccess, budget: FileBudget, log: Logger) {
+  /** FUSE_DEV_IOC_BACKING_CLOSE; a parameter so that the unit tests can watch it. */
+  private readonly backingClose: (devFd: number, id: number) => number;
+
+  constructor(devFd: number, store: StoreAccess, budget: FileBudget, log: Logger, backingClose = native.backingClose) {
     this.devFd = devFd;
+    this.backingClose = backingClose;
     this.store = store;
     this.budget = budget;
     this.log = log;
@@ -118,7 +136,7 @@ export class OpenFiles {
 
   /** The connection ended: let go of everything. */
   closeAll(): void {
-    for (const f of [...this.byNode.values()]) this.retire(f);
+    this.retireAll();
     for (const f of this.byHandle.values()) {
       f.handles = 0;
       this.maybeClose(f);
@@ -126,33 +144,83 @@ export class OpenFiles {
     this.byHandle.clear();
   }
 
+  /** Keeps nothing any more (the store's root died): each file goes once its handles and reads do. */
+  retireAll(): void {
+    for (const f of [...this.byNode.values()]) this.retire(f);
+  }
+
   /**
-   * Before a handover: backing ids are closed (the kernel's open files keep their own
-   * references); served descriptors stay with their readers and close with this process.
+   * Before a handover: the backing ids this connection holds and the handles on them, for the
+   * successor to adopt; nothing is closed here. Served descriptors are not passed on: they stay
+   * with their readers and close with this process, and the successor opens the file again at
+   * the next READ.
    */
-  releaseBackingIds(): void {
-    for (const f of this.byNode.values()) {
-      if (f.backingId >= 0) this.closeBacking(f);
+  exportPassthrough(): PassthroughState {
+    const files = new Map<OpenFile, number[]>();
+    for (const f of this.byNode.values()) if (f.backingId >= 0) files.set(f, []);
+    for (const [fh, f] of this.byHandle) {
+      if (f.backingId < 0) continue;
+      const list = files.get(f) ?? [];
+      list.push(fh);
+      files.set(f, list);
     }
+    const out: [number, number, number[]][] = [];
+    for (const [f, fhs] of files) out.push([f.node?.id ?? 0, f.backingId, fhs]);
+    return { nextFh: this.nextFh, files: out };
+  }
+
+  /**
+   * Takes over a predecessor's backing ids (see exportPassthrough): each is kept for its node
+   * again, or, when the node is gone or taken, held only until its last handle is released.
+   * Returns how many entries were malformed and left alone (their ids stay with the connection
+   * until it ends).
+   */
+  adoptPassthrough(state: PassthroughState, nodeOf: (id: number) => Node | undefined): number {
+    let bad = 0;
+    if (Number.isSafeInteger(state.nextFh) && state.nextFh > this.nextFh) this.nextFh = state.nextFh;
+    for (const entry of Array.isArray(state.files) ? state.files : []) {
+      const [nodeId, backingId, fhs] = Array.isArray(entry) ? entry : [];
+      if (!Number.isSafeInteger(nodeId) || !Number.isSafeInteger(backingId) || (backingId as number) <= 0 || !Array.isArray(fhs)
+        || fhs.some((fh) => !Number.isSafeInteger(fh) || fh <= 0 || this.byHandle.has(fh))) {
+        bad++;
+        continue;
+      }
+      const node = nodeOf(nodeId as number);
+      const keep = node !== undefined && !this.byNode.has(node);
+      const f: OpenFile = { node: keep ? node : undefined, backingId: backingId as number, fd: -1, handles: fhs.length, readers: 0, retired: !keep };
+      for (const fh of fhs) {
+        this.byHandle.set(fh, f);
+        if (fh >= this.nextFh) this.nextFh = fh + 1;
+      }
+      if (keep) {
+        this.byNode.set(node, f);
+        this.budget.open++;
+      } else {
+        this.maybeClose(f);
+      }
+    }
+    while (this.budget.open > this.budget.max && this.byNode.size > 1) this.retire(this.byNode.values().next().value as OpenFile);
+    return bad;
   }
 
   private retire(f: OpenFile): void {
     if (f.retired) return;
     f.retired = true;
-    if (this.byNode.get(f.node) === f) this.byNode.delete(f.node);
+    if (f.node && this.byNode.get(f.node) === f) this.byNode.delete(f.node);
     this.budget.open--;
-    if (f.backingId >= 0) this.closeBacking(f);
     this.maybeClose(f);
   }
 
   private closeBacking(f: OpenFile): void {
-    const r = native.backingClose(this.devFd, f.backingId);
+    const r = this.backingClose(this.devFd, f.backingId);
     if (r < 0) this.log.debug({ errno: errnoName(r), backingId: f.backingId }, 'closing a passthrough backing id failed');
     f.backingId = -1;
   }
 
   private maybeClose(f: OpenFile): void {
-    if (!f.retired || f.readers > 0 || f.handles > 0 || f.fd < 0) return;
+    if (!f.retired || f.readers > 0 || f.handles > 0) return;
+    if (f.backingId >= 0) this.closeBacking(f);
+    if (f.fd < 0) return;
     const fd = f.fd;
     f.fd = -1;
     this.store.close(fd);

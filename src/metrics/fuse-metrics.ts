@@ -1,10 +1,12 @@
-// The FUSE side's metrics, in a registry of their own: the FUSE layer will move into a separate
-// long-lived process, which will then own this registry and hand its contents to the daemon's
-// HTTP endpoint as one source among others (see merge.ts).
+// The FUSE side's metrics, in a registry of their own: the FUSE server process owns it and hands
+// its contents over the control socket to the daemon's HTTP endpoint, as one source among others
+// (see merge.ts), at most one collection per second.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CacheStats } from '../cache/index.js';
 import type { FuseObserver, MounterCounters } from '../fuse/index.js';
+import type { MetricsJson } from './merge.js';
 import { errnoLabel, PREFIX } from './names.js';
+import { throttle } from './throttle.js';
 
 /** What these metrics read from the mounter when scraped. */
 export interface MounterStats {
@@ -14,8 +16,17 @@ export interface MounterStats {
   pool(): { threads: number; stuck: number };
 }
 
+/** The FUSE server collects its registry at most this often; askers in between get the last collection. */
+export const FUSE_METRICS_INTERVAL_MS = 1000;
+
 export interface FuseMetrics {
   readonly registry: Registry;
+  /**
+   * The registry's contents, collected at most once per FUSE_METRICS_INTERVAL_MS however often
+   * this is called (a scraper must not make the server that serves every layer busy); callers
+   * within the interval get the last collection.
+   */
+  collect(): Promise<MetricsJson>;
   /** Give this to the FUSE layer; it is called on every request, so it only increments. */
   readonly observer: FuseObserver;
 }
@@ -35,9 +46,15 @@ function mirror(counter: Counter, value: number, labels?: Record<string, string>
   }
 }
 
-export function createFuseMetrics(mounter: MounterStats): FuseMetrics {
+export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRICS_INTERVAL_MS): FuseMetrics {
   const registry = new Registry();
   const registers = [registry];
+
+  const collections = new Counter({
+    name: `${PREFIX}fuse_metrics_collections_total`,
+    help: `Collections of the FUSE server's metrics; at most one per ${intervalMs / 1000} s, however often they are scraped.`,
+    registers,
+  });
 
   const duration = new Histogram({
     name: `${PREFIX}fuse_request_duration_seconds`,
@@ -174,5 +191,10 @@ export function createFuseMetrics(mounter: MounterStats): FuseMetrics {
       fallbacks.inc({ reason: /^[A-Za-z0-9_]{1,24}$/.test(reason) ? reason : 'other' });
     },
   };
-  return { registry, observer };
+  const collect = throttle(async () => {
+    // Counted before the collection, so that the count includes the collection that reports it.
+    collections.inc();
+    return registry.getMetricsAsJSON();
+  }, intervalMs);
+  return { registry, observer, collect };
 }

@@ -1,9 +1,13 @@
 // The metrics endpoint: GET /metrics on a TCP address, in Prometheus' text format; anything
-// else is 404 (or 405 for another method on /metrics).
+// else is 404 (or 405 for another method on /metrics). The page is rendered at most once per
+// second (cacheMs): every scrape within that second gets the same text, and scrapes that arrive
+// while it is being rendered share that rendering. A scraper, however fast and whoever it is,
+// thus costs the FUSE server at most one collection per second and this daemon one merge.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Registry } from 'prom-client';
 import type { Logger } from '../log.js';
 import { mergeMetrics, type MetricsSource } from './merge.js';
+import { throttle } from './throttle.js';
 
 export interface MetricsServerOptions {
   /** Empty means every interface. */
@@ -11,7 +15,12 @@ export interface MetricsServerOptions {
   port: number;
   sources: readonly MetricsSource[];
   log: Logger;
+  /** How long a rendered page is served again (default 1000 ms; 0 renders every scrape). */
+  cacheMs?: number;
 }
+
+/** How long one rendering of the page answers scrapes. */
+export const METRICS_PAGE_CACHE_MS = 1000;
 
 export interface MetricsServer {
   /** http://host:port/metrics, with the port actually bound. */
@@ -27,6 +36,11 @@ function hostForUrl(host: string): string {
 
 export async function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsServer> {
   const { log } = opts;
+  const render = throttle(async () => {
+    const merged = await mergeMetrics(opts.sources);
+    for (const f of merged.failed) log.warn({ source: f.name, err: f.error }, 'a metrics source failed; its metrics are missing from this scrape');
+    return merged.registry.metrics();
+  }, opts.cacheMs ?? METRICS_PAGE_CACHE_MS);
 
   async function answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
@@ -38,9 +52,7 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
       res.writeHead(405, { 'content-type': 'text/plain; charset=utf-8', allow: 'GET, HEAD' }).end(`${String(req.method)} not allowed; use GET\n`);
       return;
     }
-    const merged = await mergeMetrics(opts.sources);
-    for (const f of merged.failed) log.warn({ source: f.name, err: f.error }, 'a metrics source failed; its metrics are missing from this scrape');
-    const body = await merged.registry.metrics();
+    const body = await render();
     res.writeHead(200, { 'content-type': Registry.PROMETHEUS_CONTENT_TYPE });
     res.end(req.method === 'HEAD' ? undefined : body);
   }

@@ -3,7 +3,7 @@
 // the same layer never interleave.
 import { isLayerDigest } from '../layers/digest.js';
 import type { LayerStore } from '../layers/store.js';
-import type { LayerMounter } from '../fuse/index.js';
+import type { LayerMounts } from '../fuse/index.js';
 import type { Logger } from '../log.js';
 import { LAYER_DIGEST_LABEL, TARGET_REF_LABEL } from './labels.js';
 import type { RemoteDecision, RemoteLayers } from './remote.js';
@@ -14,7 +14,7 @@ export class StoreLayers implements RemoteLayers {
 
   constructor(
     private readonly store: LayerStore,
-    private readonly mounter: LayerMounter,
+    private readonly mounter: LayerMounts,
     private readonly log: Logger,
   ) {}
 
@@ -76,11 +76,9 @@ export class StoreLayers implements RemoteLayers {
     }
   }
 
+  /** Waits for the mount and unmount calls under way; the mounter is let go of by whoever made it. */
   async close(): Promise<void> {
-    const r = await this.mounter.close();
-    if (r.unmounted.length > 0) this.log.info({ mounts: r.unmounted }, 'unmounted layers');
-    if (r.lazilyUnmounted.length > 0) this.log.warn({ mounts: r.lazilyUnmounted }, 'layers still in use were detached lazily');
-    for (const f of r.failed) this.log.error({ mountpoint: f.mountpoint, error: f.error }, 'could not unmount a layer');
+    await Promise.all(this.queues.values());
   }
 
   private serialize<T>(dir: string, fn: () => Promise<T>): Promise<T> {

@@ -70,6 +70,25 @@ export function spawnPiped(cmd: string, args: readonly string[], opts: Pick<Exec
   return { stdin: child.stdin, done, kill: (signal = 'SIGTERM') => { child.kill(signal); } };
 }
 
+export interface FilterChild extends PipedChild {
+  /** The child's stdout, to be read as a stream. */
+  stdout: NodeJS.ReadableStream;
+}
+
+/** Starts a command that transforms a stream (stdin to stdout), e.g. `zstd -d`; stderr is collected. */
+export function spawnFilter(cmd: string, args: readonly string[]): FilterChild {
+  execCounter.count++;
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const err: Buffer[] = [];
+  child.stderr.on('data', (b: Buffer) => err.push(b));
+  child.stdin.on('error', () => undefined);
+  const done = new Promise<ExecResult>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout: '', stderr: Buffer.concat(err).toString() }));
+  });
+  return { stdin: child.stdin, stdout: child.stdout, done, kill: (signal = 'SIGTERM') => { child.kill(signal); } };
+}
+
 /**
  * Starts a long-lived process in its own session that outlives this one (the FUSE server);
  * stdout and stderr are shared with this process, so its logs land where ours do.

@@ -11,7 +11,10 @@ export interface GoTestResult {
 }
 
 export interface GoTestReport {
-  /** Tests without subtests, in the order their results were printed. */
+  /**
+   * The cases: tests without subtests, in the order their results were printed, then any parent
+   * that failed although none of its subtests did.
+   */
   leaves: GoTestResult[];
   passed: string[];
   failed: string[];
@@ -65,6 +68,16 @@ export function parseGoTestOutput(text: string): GoTestReport {
       return { ...r, output: output.get(n) ?? [] };
     });
   const by = (s: GoTestStatus): string[] => leaves.filter((l) => l.status === s).map((l) => l.name);
+  // A parent fails when a subtest fails, and also on its own (t.Error after its subtests, a
+  // failed Cleanup): the second kind is a failed case too.
+  const failedOnItsOwn = names.filter(
+    (n) => results.get(n)?.status === 'FAIL' && names.some((m) => m.startsWith(`${n}/`))
+      && !names.some((m) => m.startsWith(`${n}/`) && results.get(m)?.status === 'FAIL'),
+  );
+  for (const n of failedOnItsOwn) {
+    const r = results.get(n);
+    if (r !== undefined) leaves.push({ ...r, output: output.get(n) ?? [] });
+  }
   return {
     leaves,
     passed: by('PASS'),

@@ -1,10 +1,10 @@
 // Many containers at once from images that share layers: a base image (busybox, in the layer
 // store) and images made of the base plus one top layer each; the first `lazyTops` tops are in
 // the store too, the others are downloaded by containerd. A round pulls every image through CRI,
-// starts every container at once (`ctr run -d ... sleep`), checks that each runs and sees the
-// base, its own top and all its files, then stops and removes the containers and the images and
-// checks that the daemon holds nothing any more.
-import assert from 'node:assert/strict';
+// starts every container at once (`ctr run -d ... sleep`), looks at what each sees (the base,
+// its own top and all its files), then stops and removes the containers and the images and looks
+// at what the daemon still holds. Each step returns what it saw; the tests
+// (test/e2e/shared-layers.e2e.test.ts, test/stress/load-containers.test.ts) assert.
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Containerd } from './containerd.js';
@@ -12,7 +12,8 @@ import { defaultDaemonConfig, type Daemon } from './daemon.js';
 import { Harness } from './harness.js';
 import type { BuiltImage } from './image.js';
 import { CRI_NAMESPACE, contentDigests, ingest, isAsleep, lazyRunArgs, pullLazy, remoteLabel } from './lazy.js';
-import { fuseMountHealth, mountpointsUnder, readRecords, serverUsage, type ServerUsage } from './root-check.js';
+import { fuseMountHealth, mountpointsUnder, readRecords, serverUsage, type FuseMountState, type RootRecord, type ServerUsage } from './root-check.js';
+import type { MountEntry } from './mounts.js';
 import { busyboxRootfs } from './rootfs.js';
 import { deriveImage } from './shared-images.js';
 import { waitUntil } from './wait.js';
@@ -28,13 +29,39 @@ export interface ContainerLoadOptions {
   lazyTops: number;
 }
 
-export interface RoundReport {
+export interface PullObservation {
   pullMs: number;
+  /** The shared base layer's blob digest, and the remote label containerd holds for its snapshot. */
+  baseDigest: string;
+  baseRemoteLabel: string | undefined;
+  /** Whether containerd's content store holds the base layer's blob (a lazy layer is not downloaded). */
+  baseDownloaded: boolean;
+  tops: Array<{ tag: string; inStore: boolean; downloaded: boolean }>;
+}
+
+export interface StartObservation {
   startMs: number;
-  stopMs: number;
+  status: Array<{ name: string; status: string }>;
+}
+
+export interface RunningObservation {
+  notAlive: FuseMountState[];
+  fuseMounts: string[];
+  /** One FUSE mount for the base and one per top layer in the store. */
+  expectedFuseMounts: number;
   /** The daemon's processes while every container runs. */
   peak: ServerUsage[];
-  fuseMounts: number;
+  /** What `cat /etc/load-base /opt/app/id; ls /opt/app/data | wc -l` printed in each container. */
+  views: Array<{ name: string; sees: string; expected: string }>;
+}
+
+export interface RemovedObservation {
+  stopMs: number;
+  records: RootRecord[];
+  snapshotDirs: string[];
+  mountpoints: string[];
+  /** Mounts under the test's directory. */
+  testMounts: MountEntry[];
 }
 
 export class ContainerLoad {
@@ -101,40 +128,60 @@ export class ContainerLoad {
     return this.ctd.runFlags.slice(k, k + 2);
   }
 
-  async round(): Promise<RoundReport> {
-    const { ctd, daemon, base, images, opts } = this;
-    let t0 = Date.now();
+  /** Step 1 of a round: every image pulled through CRI at once; which layers were downloaded. */
+  async pullAll(): Promise<PullObservation> {
+    const { ctd, base, images, opts } = this;
+    const t0 = Date.now();
     await Promise.all(images.map((img) => pullLazy(ctd, img.ref)));
     const pullMs = Date.now() - t0;
-    // The shared base and the stored tops are remote snapshots; the other tops were downloaded.
     const content = await contentDigests(ctd);
-    assert.equal(await remoteLabel(ctd, base.chainIds[0] as string), base.layers[0]?.digest, 'the shared base layer is served from the store');
-    assert.ok(!content.has(base.layers[0]?.digest ?? ''), 'the base layer blob was not downloaded');
-    for (const [i, img] of images.entries()) {
-      assert.equal(content.has(img.layers[1]?.digest ?? ''), i >= opts.lazyTops, `top layer of ${img.tag} is ${i >= opts.lazyTops ? 'downloaded' : 'lazy'}`);
-    }
+    const baseDigest = base.layers[0]?.digest ?? '';
+    return {
+      pullMs,
+      baseDigest,
+      baseRemoteLabel: await remoteLabel(ctd, base.chainIds[0] as string),
+      baseDownloaded: content.has(baseDigest),
+      tops: images.map((img, i) => ({ tag: img.tag, inStore: i < opts.lazyTops, downloaded: content.has(img.layers[1]?.digest ?? '') })),
+    };
+  }
 
-    t0 = Date.now();
+  /** Step 2: every container started at once (`ctr run -d ... sleep`); the status of each. */
+  async startAll(): Promise<StartObservation> {
+    const { ctd, images } = this;
+    const t0 = Date.now();
     await Promise.all(this.all().map(([i, j]) =>
       ctd.ctr([...lazyRunArgs(ctd), '-d', (images[i] as BuiltImage).ref, this.name(i, j), 'sleep', '3600'], { ...NS, timeoutMs: 120_000 })));
     const startMs = Date.now() - t0;
     const running = await this.tasks();
-    for (const [i, j] of this.all()) assert.equal(running.get(this.name(i, j))?.status, 'RUNNING', `${this.name(i, j)} runs`);
+    return { startMs, status: this.all().map(([i, j]) => ({ name: this.name(i, j), status: running.get(this.name(i, j))?.status ?? '(none)' })) };
+  }
+
+  /** Step 3: once every container sleeps: the FUSE mounts, the servers' usage, and what each container sees. */
+  async observeRunning(): Promise<RunningObservation> {
+    const { ctd, daemon, opts } = this;
+    const running = await this.tasks();
     await waitUntil(async () => (await Promise.all([...running.values()].map((x) => isAsleep(x.pid)))).every(Boolean),
       { what: 'every container to be asleep', timeoutMs: 60_000, intervalMs: 100 });
-
-    // Each lazy layer is mounted once, however many containers stand on it.
     const fuse = await fuseMountHealth(daemon.root);
-    assert.deepEqual(fuse.filter((m) => m.health !== 'alive'), [], 'every FUSE mount answers');
-    assert.equal(fuse.length, 1 + opts.lazyTops, `one FUSE mount for the base and one per stored top layer:\n${fuse.map((m) => m.mountpoint).join('\n')}`);
     const peak = await serverUsage(daemon.socket);
-
+    const views: RunningObservation['views'] = [];
     await limited(this.all(), 5, async ([i, j]) => {
       const out = await ctd.ctr(['tasks', 'exec', ...this.fifoFlags(), '--exec-id', 'check', this.name(i, j), 'sh', '-c', 'cat /etc/load-base /opt/app/id; ls /opt/app/data | wc -l'], NS);
-      assert.equal(out.trim().split(/\s+/).join(' '), `base a${i} ${TOP_FILES}`, `${this.name(i, j)} sees the base, its own top layer and all its files`);
+      views.push({ name: this.name(i, j), sees: out.trim().split(/\s+/).join(' '), expected: `base a${i} ${TOP_FILES}` });
     });
+    return {
+      notAlive: fuse.filter((m) => m.health !== 'alive'),
+      fuseMounts: fuse.map((m) => m.mountpoint),
+      expectedFuseMounts: 1 + opts.lazyTops,
+      peak,
+      views,
+    };
+  }
 
-    t0 = Date.now();
+  /** Step 4: containers stopped and removed with their images, garbage collected; what is left. */
+  async removeAll(): Promise<RemovedObservation> {
+    const { ctd, daemon } = this;
+    const t0 = Date.now();
     await limited(this.all(), 10, async ([i, j]) => { await ctd.ctr(['tasks', 'kill', '--signal', 'SIGKILL', this.name(i, j)], NS); });
     await waitUntil(async () => [...(await this.tasks()).values()].every((x) => x.status === 'STOPPED'), { what: 'every container to stop', timeoutMs: 60_000, intervalMs: 100 });
     await limited(this.all(), 10, async ([i, j]) => {
@@ -145,12 +192,13 @@ export class ContainerLoad {
     await ctd.ctr(['images', 'rm', ...names], NS);
     await ctd.gc(CRI_NAMESPACE);
     const stopMs = Date.now() - t0;
-
-    assert.deepEqual(readRecords(daemon.root), [], 'the daemon holds no snapshot');
-    assert.deepEqual(await readdir(join(daemon.root, 'snapshots')), [], 'no directory is left under snapshots/');
-    assert.deepEqual(await mountpointsUnder(daemon.root), [], 'nothing is mounted under the root');
-    assert.deepEqual(this.h.mounts(), [], 'nothing is mounted under the test directory');
-    return { pullMs, startMs, stopMs, peak, fuseMounts: fuse.length };
+    return {
+      stopMs,
+      records: readRecords(daemon.root),
+      snapshotDirs: await readdir(join(daemon.root, 'snapshots')),
+      mountpoints: await mountpointsUnder(daemon.root),
+      testMounts: this.h.mounts(),
+    };
   }
 
   teardown(): Promise<void> {

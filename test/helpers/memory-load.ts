@@ -180,7 +180,7 @@ export async function startMemoryServer(scope: Scope, o: { name: string; root: s
     startTimeoutMs: 20_000,
   });
   const stop = async (): Promise<void> => {
-    await client.close();
+    await client.disconnect();
     await server.stop();
   };
   try {

@@ -52,7 +52,7 @@ before(async () => {
 });
 
 after(async () => {
-  await client?.close();
+  await client?.disconnect();
   await scope?.teardown();
 });
 

@@ -4,7 +4,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execOk, type ExecResult } from '../../src/sys/exec.js';
-import { checkCriConfig } from '../../src/cli/pull.js';
 import { Scope } from '../helpers/scope.js';
 import { runCli } from '../helpers/cli.js';
 import { startRegistry, type Registry } from '../helpers/registry.js';
@@ -35,15 +34,6 @@ before(async () => {
 });
 
 after(async () => { await scope.teardown(); });
-
-test('CRI config judgement: snapshotter and annotations', () => {
-  assert.deepEqual(checkCriConfig({ containerd: { snapshotter: 'cvmfs-snapshotter', disableSnapshotAnnotations: false } }), { ok: true });
-  const wrong = checkCriConfig({ containerd: { snapshotter: 'overlayfs', disableSnapshotAnnotations: true } });
-  assert.equal(wrong.ok, false);
-  assert.match('problem' in wrong ? wrong.problem : '', /snapshotter is "overlayfs".*disable_snapshot_annotations is not false/);
-  assert.equal(checkCriConfig({}).ok, undefined);
-  assert.equal(checkCriConfig(null).ok, undefined);
-});
 
 test('no socket: containerd is not running', async () => {
   const r = await runPull(['--containerd', scope.path('nothing.sock'), image.ref]);

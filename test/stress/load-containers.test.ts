@@ -7,7 +7,7 @@
 // Two rounds: the first warms the daemon up, the second is measured against it.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ContainerLoad, type RoundReport } from '../helpers/container-load.js';
+import { ContainerLoad } from '../helpers/container-load.js';
 import { describeUsage, fdKinds, serverUsage, type ServerUsage } from '../helpers/root-check.js';
 
 const IMAGES = 10;
@@ -28,6 +28,40 @@ const RSS_ROUND_GROWTH_BOUND_KB = 24 * 1024;
 /** Descriptors that may differ between two idle moments without a leak (none measured). */
 const FD_SLACK = 2;
 
+/** What a round reports for diagnostics. */
+interface RoundReport {
+  pullMs: number;
+  startMs: number;
+  stopMs: number;
+  peak: ServerUsage[];
+  fuseMounts: number;
+}
+
+/**
+ * One round: pull every image, start every container at once, check what each sees, remove
+ * everything; asserts every step.
+ */
+async function round(load: ContainerLoad): Promise<RoundReport> {
+  const p = await load.pullAll();
+  // The shared base and the stored tops are remote snapshots; the other tops were downloaded.
+  assert.equal(p.baseRemoteLabel, p.baseDigest, 'the shared base layer is served from the store');
+  assert.equal(p.baseDownloaded, false, 'the base layer blob was not downloaded');
+  for (const top of p.tops) assert.equal(top.downloaded, !top.inStore, `top layer of ${top.tag} is ${top.inStore ? 'lazy' : 'downloaded'}`);
+  const s = await load.startAll();
+  for (const c of s.status) assert.equal(c.status, 'RUNNING', `${c.name} runs`);
+  const r = await load.observeRunning();
+  // Each lazy layer is mounted once, however many containers stand on it.
+  assert.deepEqual(r.notAlive, [], 'every FUSE mount answers');
+  assert.equal(r.fuseMounts.length, r.expectedFuseMounts, `one FUSE mount for the base and one per stored top layer:\n${r.fuseMounts.join('\n')}`);
+  for (const v of r.views) assert.equal(v.sees, v.expected, `${v.name} sees the base, its own top layer and all its files`);
+  const e = await load.removeAll();
+  assert.deepEqual(e.records, [], 'the daemon holds no snapshot');
+  assert.deepEqual(e.snapshotDirs, [], 'no directory is left under snapshots/');
+  assert.deepEqual(e.mountpoints, [], 'nothing is mounted under the root');
+  assert.deepEqual(e.testMounts, [], 'nothing is mounted under the test directory');
+  return { pullMs: p.pullMs, startMs: s.startMs, stopMs: e.stopMs, peak: r.peak, fuseMounts: r.fuseMounts.length };
+}
+
 describe(`${IMAGES * CONTAINERS_PER_IMAGE} containers at once from images that share layers`, () => {
   let load: ContainerLoad;
 
@@ -43,11 +77,11 @@ describe(`${IMAGES * CONTAINERS_PER_IMAGE} containers at once from images that s
       + `${IMAGES * CONTAINERS_PER_IMAGE} containers started at once in ${x.startMs} ms, stopped and removed in ${x.stopMs} ms; `
       + `${x.fuseMounts} FUSE mounts; with every container running: ${describeUsage(x.peak)}`);
     const u0 = await serverUsage(socket);
-    const r1 = await load.round();
+    const r1 = await round(load);
     say(1, r1);
     const u1 = await serverUsage(socket);
     const kinds1 = new Map(await Promise.all(u1.map(async (u) => [u.pid, await fdKinds(u.pid)] as const)));
-    const r2 = await load.round();
+    const r2 = await round(load);
     say(2, r2);
     const u2 = await serverUsage(socket);
     t.diagnostic(`at start: ${describeUsage(u0)}; after round 1: ${describeUsage(u1)}; after round 2: ${describeUsage(u2)}`);

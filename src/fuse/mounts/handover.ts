@@ -9,6 +9,7 @@ import type { Logger } from '../../log.js';
 import { native } from '../../sys/native.js';
 import { E } from '../kernel/errno.js';
 import type { NodeTableState } from '../node-table.js';
+import type { PassthroughState } from '../open-files.js';
 import { openLayerRoot, type LayerLocation } from '../store-access.js';
 import { layerDirOf, serveLayer, startCensus, type ServeContext, type Served } from './served.js';
 import { withDeadline, type MountTable } from './table.js';
@@ -32,6 +33,8 @@ export interface HandedMount {
   readonly passthrough?: boolean;
   /** The layer is known to have no xattr (the kernel may already have been told). */
   readonly xattrFree?: boolean;
+  /** Passthrough backing ids registered on the connection, and the kernel's handles on them. */
+  readonly files?: PassthroughState;
 }
 
 /** What handover needs of the mounter. */
@@ -67,13 +70,15 @@ export async function drainForHandover(host: HandoverHost, timeoutMs: number): P
       }
       s.channel.abandonPending();
     }
-    // Backing ids live in the connection; the successor registers its own.
-    s.bridge.files.releaseBackingIds();
+    // Backing ids live in the connection, and an OPEN answered just now may not have been taken
+    // up by its task yet: they are passed on, not closed.
+    const files = s.bridge.files.exportPassthrough();
     // Blocking again, as a server of an earlier version reads it.
     native.setBlocking(s.devFd, true);
     handed.push({
       mountpoint: s.mountpoint, layerDir: layerDirOf(s.location), location: s.location, fd: s.devFd,
       nodes: s.bridge.exportNodes(), detached, passthrough: s.bridge.passthrough, xattrFree: s.bridge.xattrFree,
+      ...(files.files.length > 0 ? { files } : {}),
     });
     s.census.stop();
     s.store.shutdown();
@@ -102,6 +107,10 @@ export async function adoptMount(host: HandoverHost, m: HandedMount, log?: Logge
     devFd: m.fd, rootFd: root?.fd ?? -1, rootInfo: root?.root, location, mountpoint: m.mountpoint, log: l,
     nodes: m.nodes, passthrough: m.passthrough ?? false, xattrFree: m.xattrFree === true,
   });
+  if (m.files !== undefined) {
+    const bad = s.bridge.files.adoptPassthrough(m.files, (id) => s.bridge.nodes.get(id));
+    if (bad > 0) l.warn({ entries: bad }, 'handover: malformed passthrough file entries were left alone; their backing ids stay with the connection until it ends');
+  }
   await s.channel.start(false);
   startCensus(s, host.serveContext.tuning);
   if (m.detached) {

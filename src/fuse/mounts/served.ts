@@ -67,7 +67,7 @@ export function serveLayer(ctx: ServeContext, a: ServeArgs): Served {
   });
   if (!a.rootInfo) bridge.nodes.root.info = undefined;
   // Files opened below a root that died belong to the dead store: they are opened again.
-  store.onRootDied = () => bridge.files.closeAll();
+  store.onRootDied = () => bridge.files.retireAll();
   const channel = new FuseChannel(a.devFd, bridge, { log: a.log, observer: ctx.observer });
   const census = new XattrCensus({ list: (dir, cb) => fs.walkListing(dir, cb), keeping: () => fs.walkKeeping() },
     layerDirOf(a.location), ctx.tuning.censusEntries, a.log);

@@ -1,15 +1,19 @@
-// The daemon's side of the FUSE server: a LayerMounter whose mounts live in the server process.
-// It starts the server when none answers, and reconnects when the connection drops (a server
-// handing over to its successor, or one that died and must be started again).
-import net from 'node:net';
+// The daemon's side of the FUSE server: the mount calls of a mounter whose mounts live in the
+// server process, each one a request of the control contract (wire.ts). It starts the server
+// when none answers, and reconnects when the connection drops (a server handing over to its
+// successor, or one that died and must be started again). Letting go of it is disconnect(): the
+// server and its mounts stay, which is the point of a separate process; shutdownServer() is the
+// other thing a close could mean, every layer unmounted and the server gone.
+import type net from 'node:net';
 import { isAlive } from '../../sys/pid.js';
 import readline from 'node:readline';
 import { SnapshotterError, Unavailable, type ErrorKind } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { CacheStats } from '../../cache/index.js';
 import type { MetricsJson } from '../../metrics/index.js';
-import type { CloseReport, LayerMounter, MounterCounters, ReconcileReport, UnmountOutcome } from '../mounts/lifecycle.js';
-import type { Method, Response, ServerScope, ServerState } from './wire.js';
+import type { LayerMounts, MounterCounters, ReconcileReport, UnmountOutcome } from '../index.js';
+import { encodeLine, type Answer, type Method, type Params, type Result, type ServerScope, type ServerState } from './wire.js';
+import { dialControlSocket, ForeignSocket } from './socket.js';
 
 export interface RemoteMounterOptions {
   socket: string;
@@ -24,14 +28,14 @@ export interface RemoteMounterOptions {
 
 const KINDS: readonly ErrorKind[] = ['NotFound', 'AlreadyExists', 'FailedPrecondition', 'InvalidArgument', 'Unavailable', 'ResourceExhausted', 'Unimplemented', 'Internal'];
 
-export class RemoteLayerMounter implements LayerMounter {
+export class RemoteLayerMounter implements LayerMounts {
   private readonly o: RemoteMounterOptions;
   private conn: net.Socket | undefined;
   private connecting: Promise<net.Socket> | undefined;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private last: ServerState | undefined;
-  private closed = false;
+  private disconnected = false;
   /** The server's mountpoints as of `mountsVersion`; kept current by our own calls' results. */
   private mounts = new Set<string>();
   private mountsVersion = -1;
@@ -47,7 +51,11 @@ export class RemoteLayerMounter implements LayerMounter {
   }
 
   async connect(): Promise<void> {
-    await this.call('hello', this.o.scope ? { scope: this.o.scope } : {});
+    await this.call('hello', this.hello());
+  }
+
+  private hello(): Params<'hello'> {
+    return this.o.scope ? { scope: this.o.scope } : {};
   }
 
   /** How the server reads files (known once it serves a layer). */
@@ -64,7 +72,7 @@ export class RemoteLayerMounter implements LayerMounter {
 
   async unmount(mountpoint: string): Promise<UnmountOutcome | 'not-mounted'> {
     const before = this.mountsVersion;
-    const r = (await this.call('unmount', { mountpoint })) as UnmountOutcome | 'not-mounted';
+    const r = await this.call('unmount', { mountpoint });
     this.applied(before, () => this.mounts.delete(mountpoint));
     return r;
   }
@@ -89,21 +97,30 @@ export class RemoteLayerMounter implements LayerMounter {
       this.mountsVersion = now;
       return;
     }
-    this.refreshing ??= this.call('hello', this.o.scope ? { scope: this.o.scope } : {})
+    this.refreshing ??= this.call('hello', this.hello())
       .catch((err: unknown) => this.o.log.debug({ err }, 'refreshing the FUSE server\'s mount list failed'))
       .finally(() => { this.refreshing = undefined; });
   }
 
-  async reconcile(prefix: string, keep: ReadonlySet<string>): Promise<ReconcileReport> {
-    return (await this.call('reconcile', { prefix, keep: [...keep] })) as ReconcileReport;
+  reconcile(prefix: string, keep: ReadonlySet<string>): Promise<ReconcileReport> {
+    return this.call('reconcile', { prefix, keep: [...keep] });
   }
 
-  /** Disconnects. The server and its mounts stay: that is the point of a separate process. */
-  async close(): Promise<CloseReport> {
-    this.closed = true;
-    this.conn?.end();
+  /**
+   * Leaves the server: the connection is closed (resolves once it is), later calls are refused,
+   * and the server and its mounts stay, as for a daemon that restarts. What a daemon does at stop.
+   */
+  async disconnect(): Promise<void> {
+    this.disconnected = true;
+    const c = this.conn;
     this.conn = undefined;
-    return { unmounted: [], lazilyUnmounted: [], failed: [] };
+    if (!c || c.destroyed) return;
+    await new Promise<void>((resolve) => {
+      // A server that does not close its side within a second (a busy one) is cut off.
+      const timer = setTimeout(() => c.destroy(), 1000);
+      c.once('close', () => { clearTimeout(timer); resolve(); });
+      c.end();
+    });
   }
 
   counters(): MounterCounters {
@@ -114,31 +131,36 @@ export class RemoteLayerMounter implements LayerMounter {
     return this.last?.cache ?? { hits: 0, negativeHits: 0, misses: 0, evictions: 0, size: 0, bytes: 0, maxBytes: 0, maxEntries: 0 };
   }
 
-  async metrics(): Promise<MetricsJson> {
-    return (await this.call('metrics', {})) as MetricsJson;
+  /** The server's metrics; it collects them at most once a second and answers its last collection in between. */
+  metrics(): Promise<MetricsJson> {
+    return this.call('metrics', {});
   }
 
-  async handover(): Promise<{ pid: number }> {
-    return (await this.call('handover', {})) as { pid: number };
+  /** The server hands every mount to a new server process (an upgrade); answers the new one's pid. */
+  handover(): Promise<{ pid: number }> {
+    return this.call('handover', {});
   }
 
+  /** The server unmounts every layer (lazily where busy) and exits: the uninstall, not a restart. */
   async shutdownServer(): Promise<void> {
     await this.call('shutdown', {});
   }
 
   // ---- transport ------------------------------------------------------------------------------
 
-  private async call(method: Method, params: Record<string, unknown>): Promise<unknown> {
-    if (this.closed && method !== 'shutdown') throw new Unavailable('the FUSE server client is closed');
+  private async call<M extends Method>(method: M, params: Params<M>): Promise<Result<M>> {
+    if (this.disconnected) throw new Unavailable('this client of the FUSE server has disconnected');
     const c = await this.connection();
-    return this.sendRaw(c, method, params);
+    if (this.disconnected) throw new Unavailable('this client of the FUSE server has disconnected');
+    return this.send(c, method, params);
   }
 
-  private sendRaw(c: net.Socket, method: Method, params: Record<string, unknown>): Promise<unknown> {
+  private send<M extends Method>(c: net.Socket, method: M, params: Params<M>): Promise<Result<M>> {
     const id = this.nextId++;
-    const p = new Promise<unknown>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      c.write(`${JSON.stringify({ id, method, params })}\n`);
+    const p = new Promise<Result<M>>((resolve, reject) => {
+      // The answer to this id is the answer to method M: the server answers each request with its own id.
+      this.pending.set(id, { resolve: (v) => resolve(v as Result<M>), reject });
+      c.write(encodeLine({ id, method, params }));
     });
     // A hello sent on connect is checked by the next call's answer; its own failure is logged.
     if (method === 'hello') p.catch((err: unknown) => this.o.log.error({ err }, 'the FUSE server refused this daemon\'s scope'));
@@ -158,12 +180,18 @@ export class RemoteLayerMounter implements LayerMounter {
     // A server handing over closes its socket for a moment; give its successor time first.
     for (let attempt = 0; ; attempt++) {
       try {
-        const c = await dial(this.o.socket);
+        const c = await dialControlSocket(this.o.socket);
+        // disconnect() while this connection was being made: it must not stay open.
+        if (this.disconnected) {
+          c.destroy();
+          return c;
+        }
         this.attach(c);
         // A server that took over from another, or was started by hand, learns its scope from us.
-        if (this.o.scope) this.sendRaw(c, 'hello', { scope: this.o.scope });
+        if (this.o.scope) void this.send(c, 'hello', { scope: this.o.scope });
         return c;
       } catch (err) {
+        if (err instanceof ForeignSocket) throw err;
         if (Date.now() > deadline) throw new Unavailable(`no FUSE server answers on ${this.o.socket}: ${(err as Error).message}`, err);
         if (pid !== undefined && !isAlive(pid)) {
           throw new Unavailable(`the FUSE server started for ${this.o.socket} (pid ${pid}) exited at once; its log says why`);
@@ -188,14 +216,14 @@ export class RemoteLayerMounter implements LayerMounter {
       const lost = [...this.pending.values()];
       this.pending.clear();
       for (const p of lost) p.reject(new Unavailable('the connection to the FUSE server was lost'));
-      if (!this.closed) this.o.log.info('FUSE server connection closed; the next call reconnects');
+      if (!this.disconnected) this.o.log.info('FUSE server connection closed; the next call reconnects');
     });
   }
 
   private receive(line: string): void {
-    let r: Response;
+    let r: Answer<Method>;
     try {
-      r = JSON.parse(line) as Response;
+      r = JSON.parse(line) as Answer<Method>;
     } catch {
       this.o.log.error({ line: line.slice(0, 200) }, 'unreadable answer from the FUSE server');
       return;
@@ -217,12 +245,4 @@ export class RemoteLayerMounter implements LayerMounter {
       p.resolve(r.result);
     }
   }
-}
-
-function dial(path: string): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const c = net.createConnection(path);
-    c.once('connect', () => { c.off('error', reject); resolve(c); });
-    c.once('error', reject);
-  });
 }

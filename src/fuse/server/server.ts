@@ -1,25 +1,25 @@
 // The FUSE server: a long-lived process that owns every layer mount, so that the gRPC daemon can
 // restart (upgrade, crash, SIGKILL) while containers keep reading their layers. It answers the
-// daemon over a private unix socket (wire.ts). It can also hand its mounts to a successor
+// daemon over a private unix socket (socket.ts, wire.ts). It can also hand its mounts to a successor
 // process — the open /dev/fuse descriptors and the node tables — so that the server itself can
 // be upgraded without unmounting anything.
 import fs from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
 import { SnapshotterError, errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { createFuseMetrics } from '../../metrics/fuse-metrics.js';
-import { prepareSocketPath } from '../../server/socket.js';
 import { spawnSuccessor } from '../../sys/exec.js';
 import { poolStats } from '../../sys/native.js';
 import { FuseLayerMounter, type HandedMount } from '../mounts/lifecycle.js';
 import { isMountpoint } from '../../sys/mount.js';
 import type { LayerFsTuning } from '../tuning.js';
 import {
-  BadRequest, LineSplitter, MAX_LINE_BYTES, absolutePath, checkLayerDir, isBelow, optionalString, parseRequest, pathList, scopeParam,
-  type Request, type Response, type ServerScope, type ServerState,
+  BadRequest, LineSplitter, MAX_LINE_BYTES, RULES, encodeLine, isBelow, parseEnvelope, scopeParam,
+  type Answer, type Checked, type Envelope, type Method, type OnDisk, type Result, type ServerScope, type ServerState,
 } from './wire.js';
+import { listenControlSocket } from './socket.js';
 
 export interface FuseServerOptions {
   socket: string;
@@ -92,19 +92,7 @@ export class FuseServer {
   }
 
   async listen(): Promise<void> {
-    await prepareSocketPath(this.o.socket, this.log);
-    const server = net.createServer((c) => this.connection(c));
-    const oldUmask = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(this.o.socket, () => { server.off('error', reject); resolve(); });
-      });
-    } finally {
-      process.umask(oldUmask);
-    }
-    fs.chmodSync(this.o.socket, 0o600);
-    this.server = server;
+    this.server = await listenControlSocket(this.o.socket, this.log, (c) => this.connection(c));
     this.log.info({ socket: this.o.socket, pid: process.pid, mounts: this.mounter.counters().active }, 'FUSE server listening');
   }
 
@@ -152,31 +140,26 @@ export class FuseServer {
   }
 
   private request(c: net.Socket, line: string): void {
-    let req: Request;
+    let req: Envelope;
     try {
-      req = parseRequest(line);
+      req = parseEnvelope(line);
     } catch (err) {
       this.send(c, { id: -1, error: { kind: 'InvalidArgument', message: `bad control request: ${(err as Error).message}` } });
       return;
     }
-    const withMounts = req.method === 'hello' || req.method === 'reconcile';
-    this.answer(req).then((result) => this.send(c, { id: req.id, result: result ?? null, state: this.state(withMounts) }), (err: unknown) => {
+    const { withMounts } = RULES[req.method];
+    this.take(req.method, req.params).then((result) => this.send(c, { id: req.id, result, state: this.state(withMounts) }), (err: unknown) => {
       const kind = err instanceof BadRequest ? 'InvalidArgument' : err instanceof SnapshotterError ? err.kind : 'Internal';
       this.send(c, { id: req.id, error: { kind, message: err instanceof Error ? err.message : String(err) }, state: this.state(withMounts) });
     });
   }
 
-  /** The scope a request must stay in; a server nobody has configured takes no mount. */
-  private needScope(): ServerScope {
-    if (!this.scope) throw new SnapshotterError('FailedPrecondition', 'this FUSE server has no scope yet (start it with --root and --store, or say hello with a scope first)');
-    return this.scope;
-  }
-
-  private mountpointParam(p: Record<string, unknown>, key: string): string {
-    const scope = this.needScope();
-    const mp = absolutePath(p, key);
-    if (!isBelow(mp, scope.root)) throw new BadRequest(`${key} ${JSON.stringify(mp.slice(0, 300))} is not below the daemon's root ${scope.root}`);
-    return mp;
+  /** A request checked by the contract's rule for its method, then handled. */
+  private async take<M extends Method>(method: M, raw: Record<string, unknown>): Promise<Result<M>> {
+    const rule = RULES[method];
+    const params = rule.check(raw, this.scope);
+    for (const d of rule.onDisk?.(params) ?? []) await this.staysBelowRoot(d);
+    return this.handlers[method](params);
   }
 
   /**
@@ -185,8 +168,10 @@ export class FuseServer {
    * anywhere on the host. A path is taken only if, its existing ancestors resolved, it is still
    * below the root (resolved too), and it is not itself a symlink (mount(2) follows one).
    */
-  private async staysBelowRoot(p: string, key: string, orRoot: boolean): Promise<void> {
-    const scope = this.needScope();
+  private async staysBelowRoot({ path: p, key, orRoot }: OnDisk): Promise<void> {
+    const scope = this.scope;
+    // The contract's check of the same request asked for a scope already.
+    if (!scope) throw new SnapshotterError('Internal', 'a path was checked on disk without a scope');
     const root = await fs.promises.realpath(scope.root).catch(() => scope.root);
     // A mountpoint is never a symlink (mount(2) resolves one), and a stat of it would ask its
     // filesystem, which may be a FUSE mount whose server hangs: mountinfo answers instead.
@@ -198,54 +183,34 @@ export class FuseServer {
     throw new BadRequest(`${key} ${JSON.stringify(p.slice(0, 300))} ${what}, which is not below the daemon's root ${scope.root}`);
   }
 
-  private send(c: net.Socket, r: Response): void {
-    if (!c.destroyed) c.write(`${JSON.stringify(r)}\n`);
+  private send(c: net.Socket, r: Answer<Method>): void {
+    if (!c.destroyed) c.write(encodeLine(r));
   }
 
-  private async answer(req: Request): Promise<unknown> {
-    const p = req.params;
-    switch (req.method) {
-      case 'hello': {
-        const scope = scopeParam(p);
-        if (scope && !this.scope) this.setScope(scope);
-        else if (scope && this.scope && (scope.root !== this.scope.root || scope.store !== this.scope.store)) {
-          throw new SnapshotterError('FailedPrecondition', `this FUSE server serves layers of ${this.scope.store} below ${this.scope.root}, `
-            + `not of ${scope.store} below ${scope.root}: stop it (fuse-server --stop) or give this daemon its own --fuse-socket`);
-        }
-        return null;
+  /** What each request kind does, once its parameters passed the contract's checks. */
+  private readonly handlers: { readonly [M in Method]: (p: Checked<M>) => Promise<Result<M>> } = {
+    hello: async ({ scope }) => {
+      if (scope && !this.scope) this.setScope(scope);
+      else if (scope && this.scope && (scope.root !== this.scope.root || scope.store !== this.scope.store)) {
+        throw new SnapshotterError('FailedPrecondition', `this FUSE server serves layers of ${this.scope.store} below ${this.scope.root}, `
+          + `not of ${scope.store} below ${scope.root}: stop it (fuse-server --stop) or give this daemon its own --fuse-socket`);
       }
-      case 'mount': {
-        const scope = this.needScope();
-        const mp = this.mountpointParam(p, 'mountpoint');
-        const layerDir = absolutePath(p, 'layerDir');
-        const digest = checkLayerDir(layerDir, scope.store, optionalString(p, 'digest'));
-        await this.staysBelowRoot(mp, 'mountpoint', false);
-        await this.mounter.mount(layerDir, mp, this.log.child({ digest }));
-        return null;
-      }
-      case 'unmount': {
-        const mp = this.mountpointParam(p, 'mountpoint');
-        await this.staysBelowRoot(mp, 'mountpoint', false);
-        return this.mounter.unmount(mp);
-      }
-      case 'reconcile': {
-        const scope = this.needScope();
-        const prefix = absolutePath(p, 'prefix');
-        if (prefix !== scope.root && !isBelow(prefix, scope.root)) throw new BadRequest(`prefix ${JSON.stringify(prefix.slice(0, 300))} is not the daemon's root ${scope.root} or below it`);
-        await this.staysBelowRoot(prefix, 'prefix', true);
-        const keep = pathList(p, 'keep');
-        for (const k of keep) if (!isBelow(k, scope.root)) throw new BadRequest(`keep names ${JSON.stringify(k.slice(0, 300))}, which is not below ${scope.root}`);
-        return this.mounter.reconcile(prefix, new Set(keep));
-      }
-      case 'metrics':
-        return this.metrics.registry.getMetricsAsJSON();
-      case 'handover':
-        return this.handover();
-      case 'shutdown':
-        setImmediate(() => void this.shutdown('asked over the control socket'));
-        return null;
-    }
-  }
+      return null;
+    },
+    mount: async ({ layerDir, mountpoint, digest }) => {
+      await this.mounter.mount(layerDir, mountpoint, this.log.child({ digest }));
+      return null;
+    },
+    unmount: ({ mountpoint }) => this.mounter.unmount(mountpoint),
+    reconcile: ({ prefix, keep }) => this.mounter.reconcile(prefix, new Set(keep)),
+    // At most one collection per second, whoever asks and however often.
+    metrics: () => this.metrics.collect(),
+    handover: () => this.handover(),
+    shutdown: async () => {
+      setImmediate(() => void this.shutdown('asked over the control socket'));
+      return null;
+    },
+  };
 
   /**
    * Starts a successor with the same command, hands it every mount and exits once it serves

@@ -1,14 +1,21 @@
-// The FUSE server's control protocol, for client and server alike: one JSON object per line over
-// a unix socket that only root can reach. The daemon asks, the server answers; every answer
-// carries the server's mount list and counters, so the daemon's view never lags by more than
-// one call. The server takes only what a daemon needs: layers of its store, mountpoints under
-// its root, lines of bounded length; anything else is InvalidArgument.
+// The FUSE server's control contract, the one definition the daemon's client and the server both
+// use: every request kind with its parameters as sent, its parameters as checked, its answer,
+// and the checks themselves. The wire is one JSON object per line over a unix socket that only
+// root can reach (socket.ts): {id, method, params} in, {id, result, state} or {id, error, state}
+// out. The daemon asks, the server answers; every answer carries the server's counters, so the
+// daemon's view never lags by more than one call. The server takes only what a daemon needs:
+// layers of its store, mountpoints under its root, lines of bounded length; anything else is
+// InvalidArgument, and a mount before anyone said which root and store is FailedPrecondition.
+//
+// The wire form is the one servers have spoken since the control socket exists, so a daemon
+// upgraded in place talks to the server that outlived its predecessor: hello is the first call
+// on every connection and carries the scope, every answer names the server's pid and version,
+// and a method a server does not know is answered InvalidArgument, never misread.
 import path from 'node:path';
+import { SnapshotterError } from '../../errors.js';
 import type { CacheStats } from '../../cache/index.js';
-import type { MounterCounters } from '../mounts/table.js';
-
-export type Method = 'hello' | 'mount' | 'unmount' | 'reconcile' | 'metrics' | 'handover' | 'shutdown';
-export const METHODS: readonly Method[] = ['hello', 'mount', 'unmount', 'reconcile', 'metrics', 'handover', 'shutdown'];
+import type { MetricsJson } from '../../metrics/merge.js';
+import type { MounterCounters, ReconcileReport, UnmountOutcome } from '../index.js';
 
 /** What one server may touch: mountpoints below root, layers of the store. Set once. */
 export interface ServerScope {
@@ -16,20 +23,135 @@ export interface ServerScope {
   readonly store: string;
 }
 
-export interface Params {
-  hello: { scope?: ServerScope };
-  mount: { layerDir: string; mountpoint: string; digest?: string };
-  unmount: { mountpoint: string };
-  reconcile: { prefix: string; keep: string[] };
-  metrics: Record<string, never>;
-  handover: Record<string, never>;
-  shutdown: Record<string, never>;
+type NoParams = Record<string, never>;
+
+/**
+ * Every request kind: `params` as the client sends them, `checked` as the server's handler gets
+ * them (after the rules below), `result` as the answer carries it.
+ */
+export interface Contract {
+  /** The first call on a connection: tells a server without a scope its scope; refused if it has another. */
+  hello: { params: { scope?: ServerScope }; checked: { scope?: ServerScope }; result: null };
+  /** Serves a layer of the store at a mountpoint below the root. */
+  mount: { params: { layerDir: string; mountpoint: string; digest?: string }; checked: { layerDir: string; mountpoint: string; digest: string }; result: null };
+  /** Unmounts, lazily if busy. */
+  unmount: { params: { mountpoint: string }; checked: { mountpoint: string }; result: UnmountOutcome | 'not-mounted' };
+  /** Makes the FUSE mounts below prefix exactly the kept ones this server serves. */
+  reconcile: { params: { prefix: string; keep: string[] }; checked: { prefix: string; keep: string[] }; result: ReconcileReport };
+  /** The server's metrics registry, collected at most once a second. */
+  metrics: { params: NoParams; checked: NoParams; result: MetricsJson };
+  /** Hands every mount to a new server process started from the code installed now; answers its pid. */
+  handover: { params: NoParams; checked: NoParams; result: { pid: number } };
+  /** Unmounts every layer (lazily where busy), then the server exits. */
+  shutdown: { params: NoParams; checked: NoParams; result: null };
 }
 
-export interface Request {
+export type Method = keyof Contract;
+export type Params<M extends Method> = Contract[M]['params'];
+export type Checked<M extends Method> = Contract[M]['checked'];
+export type Result<M extends Method> = Contract[M]['result'];
+
+/** A path the server must find below its root on disk too (links resolved) before it acts. */
+export interface OnDisk {
+  readonly key: string;
+  readonly path: string;
+  /** The root itself is allowed (a reconcile of the whole root). */
+  readonly orRoot: boolean;
+}
+
+/** How the server takes one request kind. */
+export interface Rule<M extends Method> {
+  /**
+   * The raw params checked against the server's scope and returned typed: throws BadRequest
+   * (answered InvalidArgument) or a SnapshotterError (FailedPrecondition without a scope).
+   */
+  check(raw: Record<string, unknown>, scope: ServerScope | undefined): Checked<M>;
+  /** Paths to check on disk before acting: names below the root may lead out of it through links. */
+  onDisk?(p: Checked<M>): OnDisk[];
+  /** The answer's state lists every mountpoint (hello and reconcile only: the list can be long). */
+  readonly withMounts: boolean;
+}
+
+/** Thrown for a request the contract refuses: answered InvalidArgument. */
+export class BadRequest extends Error {}
+
+/** Longest request line: a reconcile names every live mountpoint (~150 bytes each). */
+export const MAX_LINE_BYTES = 8 * 1024 * 1024;
+/** Most mountpoints one reconcile may name. */
+export const MAX_KEEP = 200_000;
+
+function needScope(scope: ServerScope | undefined): ServerScope {
+  if (!scope) throw new SnapshotterError('FailedPrecondition', 'this FUSE server has no scope yet (start it with --root and --store, or say hello with a scope first)');
+  return scope;
+}
+
+function mountpointParam(raw: Record<string, unknown>, key: string, scope: ServerScope | undefined): string {
+  const { root } = needScope(scope);
+  const mp = absolutePath(raw, key);
+  if (!isBelow(mp, root)) throw new BadRequest(`${key} ${JSON.stringify(mp.slice(0, 300))} is not below the daemon's root ${root}`);
+  return mp;
+}
+
+export const RULES: { readonly [M in Method]: Rule<M> } = {
+  hello: {
+    withMounts: true,
+    check: (raw) => {
+      const scope = scopeParam(raw);
+      return scope ? { scope } : {};
+    },
+  },
+  mount: {
+    withMounts: false,
+    check: (raw, scope) => {
+      const { store } = needScope(scope);
+      const mountpoint = mountpointParam(raw, 'mountpoint', scope);
+      const layerDir = absolutePath(raw, 'layerDir');
+      const digest = checkLayerDir(layerDir, store, optionalString(raw, 'digest'));
+      return { layerDir, mountpoint, digest };
+    },
+    onDisk: (p) => [{ key: 'mountpoint', path: p.mountpoint, orRoot: false }],
+  },
+  unmount: {
+    withMounts: false,
+    check: (raw, scope) => ({ mountpoint: mountpointParam(raw, 'mountpoint', scope) }),
+    onDisk: (p) => [{ key: 'mountpoint', path: p.mountpoint, orRoot: false }],
+  },
+  reconcile: {
+    withMounts: true,
+    check: (raw, scope) => {
+      const { root } = needScope(scope);
+      const prefix = absolutePath(raw, 'prefix');
+      if (prefix !== root && !isBelow(prefix, root)) throw new BadRequest(`prefix ${JSON.stringify(prefix.slice(0, 300))} is not the daemon's root ${root} or below it`);
+      const keep = pathList(raw, 'keep');
+      for (const k of keep) if (!isBelow(k, root)) throw new BadRequest(`keep names ${JSON.stringify(k.slice(0, 300))}, which is not below ${root}`);
+      return { prefix, keep };
+    },
+    onDisk: (p) => [{ key: 'prefix', path: p.prefix, orRoot: true }],
+  },
+  // Requests without parameters ignore any they are sent, as servers always did.
+  metrics: { withMounts: false, check: () => ({}) },
+  handover: { withMounts: false, check: () => ({}) },
+  shutdown: { withMounts: false, check: () => ({}) },
+};
+
+export const METHODS = Object.keys(RULES) as readonly Method[];
+
+function isMethod(m: unknown): m is Method {
+  return typeof m === 'string' && Object.prototype.hasOwnProperty.call(RULES, m);
+}
+
+/** A request line as read: its id and method known, its params not yet checked. */
+export interface Envelope {
   id: number;
   method: Method;
   params: Record<string, unknown>;
+}
+
+/** The request the client sends for method M. */
+export interface Request<M extends Method> {
+  id: number;
+  method: M;
+  params: Params<M>;
 }
 
 export interface ServerState {
@@ -49,18 +171,17 @@ export interface ServerState {
   reads?: 'passthrough' | 'served';
 }
 
-export type Response =
-  | { id: number; result: unknown; state: ServerState }
-  | { id: number; error: { kind: string; message: string }; state?: ServerState };
+export interface ErrorAnswer {
+  id: number;
+  error: { kind: string; message: string };
+  state?: ServerState;
+}
 
-/** Longest request line: a reconcile names every live mountpoint (~150 bytes each). */
-export const MAX_LINE_BYTES = 8 * 1024 * 1024;
-/** Most mountpoints one reconcile may name. */
-export const MAX_KEEP = 200_000;
+/** The answer to a request of method M; id -1 answers a line that was not a request at all. */
+export type Answer<M extends Method> = { id: number; result: Result<M>; state: ServerState } | ErrorAnswer;
 
-export class BadRequest extends Error {}
-
-export function parseRequest(line: string): Request {
+/** Reads a request line's envelope; throws BadRequest when it is not a request of a known method. */
+export function parseEnvelope(line: string): Envelope {
   let v: unknown;
   try {
     v = JSON.parse(line);
@@ -70,12 +191,17 @@ export function parseRequest(line: string): Request {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new BadRequest('a request must be a JSON object');
   const r = v as Record<string, unknown>;
   if (typeof r.id !== 'number' || !Number.isSafeInteger(r.id)) throw new BadRequest('request id must be an integer');
-  if (typeof r.method !== 'string' || !(METHODS as readonly string[]).includes(r.method)) {
+  if (!isMethod(r.method)) {
     throw new BadRequest(`unknown method ${JSON.stringify(r.method)}; expected one of ${METHODS.join(', ')}`);
   }
   const params = r.params ?? {};
   if (typeof params !== 'object' || params === null || Array.isArray(params)) throw new BadRequest('params must be an object');
-  return { id: r.id, method: r.method as Method, params: params as Record<string, unknown> };
+  return { id: r.id, method: r.method, params: params as Record<string, unknown> };
+}
+
+/** One line of the wire: a request or an answer. */
+export function encodeLine(message: Request<Method> | Answer<Method>): string {
+  return `${JSON.stringify(message)}\n`;
 }
 
 /** An absolute path in normal form (no '.', '..', '//' or trailing '/'), without NUL. */

@@ -3,5 +3,9 @@ export { ingestImage, IngestFailed, type IngestEvent, type IngestOptions, type I
 export { parseImageReference, formatImageReference, type ImageReference } from './reference.js';
 export { parsePlatform, formatPlatform, DEFAULT_PLATFORM, type Platform } from './platform.js';
 export { credentialsFromEnv, parseChallenge, type Credentials, type Challenge } from './auth.js';
-export { DigestMismatch, extractLayer } from './extract.js';
+export { placeLayer, unpackLayer } from './extract.js';
+export { downloadBlob } from './download.js';
+export { DiskFull, Interrupted, LayerRefused, type RefusalReason } from './faults.js';
+export { DEFAULT_MAX_UNPACK_ENTRIES, DEFAULT_MAX_UNPACK_RATIO, UNPACK_FLOOR_BYTES } from './bounds.js';
+export { STAGING_DIR } from './staging.js';
 export { imageMetadataDir, recordManifest, METADATA_DIR } from './metadata.js';

@@ -1,15 +1,20 @@
 // Ingests an image: resolves its manifest (through an index, for one platform), then puts each
 // layer into the store, DUCC's way. The caller learns what happens through events, so the CLI
 // can draw progress bars or print lines while this module writes nothing to the terminal.
+import { chmod, mkdir, rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { FailedPrecondition, SnapshotterError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { LayerDigest } from '../digest.js';
-import type { LayerStore } from '../store.js';
+import { digestHex, type LayerDigest } from '../digest.js';
+import { LAYERFS_DIR, type LayerStore } from '../store.js';
 import type { Credentials } from './auth.js';
-import { extractLayer } from './extract.js';
+import { DEFAULT_MAX_UNPACK_ENTRIES, DEFAULT_MAX_UNPACK_RATIO, type UnpackBound } from './bounds.js';
+import { downloadBlob } from './download.js';
+import { placeLayer, unpackLayer } from './extract.js';
+import { DiskFull, diskFullCode, Interrupted, layerText, type LayerLabel } from './faults.js';
 import { parseManifest, type Descriptor, type ImageManifest } from './manifest.js';
 import { recordManifest } from './metadata.js';
+import { Staging } from './staging.js';
 import { DEFAULT_PLATFORM, formatPlatform, selectManifest, type Platform } from './platform.js';
 import { formatImageReference, parseImageReference, type ImageReference } from './reference.js';
 import { RegistryClient } from './registry.js';
@@ -20,6 +25,7 @@ export type IngestEvent =
   | { type: 'resolved'; image: string; manifestDigest: LayerDigest; platform?: string; layers: Descriptor[] }
   | { type: 'layer-start'; digest: LayerDigest; size: number }
   | { type: 'layer-progress'; digest: LayerDigest; bytes: number; size: number }
+  | { type: 'layer-unpacking'; digest: LayerDigest; size: number }
   | { type: 'layer-done'; digest: LayerDigest; size: number; status: LayerStatus; ms: number }
   | { type: 'layer-failed'; digest: LayerDigest; size: number; error: Error; ms: number };
 
@@ -31,9 +37,15 @@ export interface IngestOptions {
   credentials?: Credentials;
   /** Layers downloaded at once. */
   concurrency?: number;
+  /** A layer may unpack to this many times its compressed size (see bounds.ts); 100 when absent. */
+  maxUnpackRatio?: number;
+  /** A layer may hold this many entries; 2,000,000 when absent. */
+  maxUnpackEntries?: number;
   logger?: Logger;
   onEvent?: (event: IngestEvent) => void;
   fetch?: typeof fetch;
+  /** Aborting stops the run: no new layer is started, unfinished ones are removed, Interrupted is thrown. */
+  signal?: AbortSignal;
 }
 
 export interface LayerResult {
@@ -41,6 +53,8 @@ export interface LayerResult {
   size: number;
   status: LayerStatus;
   ms: number;
+  /** Bytes of the layer's tar stream, when this run unpacked it. */
+  unpackedBytes?: number;
 }
 
 export interface IngestResult {
@@ -57,8 +71,12 @@ export interface IngestResult {
 
 /** Some layers could not be ingested; the others are in the store. */
 export class IngestFailed extends SnapshotterError {
-  constructor(readonly image: string, readonly failures: ReadonlyArray<{ digest: LayerDigest; error: Error }>) {
-    super('FailedPrecondition', `${image}: ${failures.length} layer(s) could not be ingested:\n${failures.map((f) => `  ${f.digest}: ${f.error.message}`).join('\n')}`);
+  constructor(readonly image: string, readonly failures: ReadonlyArray<{ digest: LayerDigest; error: Error }>, total: number) {
+    const kept = total - failures.length;
+    super(
+      failures.every((f) => f.error instanceof SnapshotterError && f.error.kind === 'ResourceExhausted') ? 'ResourceExhausted' : 'FailedPrecondition',
+      `${failures.length} of ${total} layer(s) of ${image} could not be ingested${kept > 0 ? ` (the other ${kept} ${kept === 1 ? 'is' : 'are'} in the store)` : ''}; its manifest was not recorded:\n${failures.map((f) => `  ${f.error.message}`).join('\n')}`,
+    );
   }
 }
 
@@ -75,30 +93,51 @@ export async function ingestImage(image: string, opts: IngestOptions): Promise<I
     ...(log ? { logger: log } : {}),
   });
 
-  const { manifest, body, digest, platform } = await resolveManifest(client, ref, opts.platform ?? DEFAULT_PLATFORM);
+  const { manifest, body, digest, platform } = await resolveManifest(client, ref, opts.platform ?? DEFAULT_PLATFORM, opts.signal);
   const layers = uniqueLayers(manifest.layers);
   opts.onEvent?.({ type: 'resolved', image: name, manifestDigest: digest, layers, ...(platform ? { platform } : {}) });
   log?.info({ manifestDigest: digest, platform, layers: layers.length }, 'resolved image manifest');
 
-  const results: LayerResult[] = [];
-  const failures: Array<{ digest: LayerDigest; error: Error }> = [];
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < layers.length) {
-      const layer = layers[next++] as Descriptor;
-      try {
-        results.push(await ingestLayer(client, ref, layer, opts, log));
-      } catch (err) {
-        failures.push({ digest: layer.digest, error: err instanceof Error ? err : new Error(String(err)) });
-      }
-    }
+  const bound: UnpackBound = {
+    ratio: opts.maxUnpackRatio ?? DEFAULT_MAX_UNPACK_RATIO,
+    maxEntries: opts.maxUnpackEntries ?? DEFAULT_MAX_UNPACK_ENTRIES,
   };
-  const n = Math.max(1, Math.min(opts.concurrency ?? DEFAULT_CONCURRENCY, layers.length));
-  await Promise.all(Array.from({ length: n }, worker));
+  const staging = await openStaging(opts.store, name, log);
+  const results: LayerResult[] = [];
+  let manifestPath: string;
+  try {
+    const failures: Array<{ digest: LayerDigest; error: Error }> = [];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < layers.length && !opts.signal?.aborted) {
+        const layer = layers[next++] as Descriptor;
+        try {
+          results.push(await ingestLayer({ client, ref, image: name, layer, bound, staging, opts, log }));
+        } catch (err) {
+          failures.push({ digest: layer.digest, error: err instanceof Error ? err : new Error(String(err)) });
+        }
+      }
+    };
+    const n = Math.max(1, Math.min(opts.concurrency ?? DEFAULT_CONCURRENCY, layers.length));
+    await Promise.all(Array.from({ length: n }, worker));
 
-  if (failures.length > 0) throw new IngestFailed(name, failures);
-  // Recorded only when every layer is in: a recorded manifest means the whole image is usable.
-  const manifestPath = await recordManifest(opts.store, ref, body);
+    if (opts.signal?.aborted) throw new Interrupted(name);
+    if (failures.length > 0) {
+      const order = new Map(layers.map((l, i) => [l.digest, i]));
+      failures.sort((a, b) => (order.get(a.digest) ?? 0) - (order.get(b.digest) ?? 0));
+      throw new IngestFailed(name, failures, layers.length);
+    }
+    // Recorded only when every layer is in: a recorded manifest means the whole image is usable.
+    try {
+      manifestPath = await recordManifest(opts.store, ref, body, staging.dir);
+    } catch (err) {
+      const full = diskFullCode(err);
+      if (full) throw new DiskFull(opts.store.root, full, `recording the manifest of image ${name}`);
+      throw err;
+    }
+  } finally {
+    await staging.close();
+  }
   const order = new Map(layers.map((l, i) => [l.digest, i]));
   results.sort((a, b) => (order.get(a.digest) ?? 0) - (order.get(b.digest) ?? 0));
   return { image: name, manifestDigest: digest, ...(platform ? { platform } : {}), layers: results, manifestPath };
@@ -111,8 +150,8 @@ interface ResolvedManifest {
   platform?: string;
 }
 
-async function resolveManifest(client: RegistryClient, ref: ImageReference, want: Platform): Promise<ResolvedManifest> {
-  const top = await client.getManifest(ref.repository, ref.digest ?? ref.tag ?? 'latest');
+async function resolveManifest(client: RegistryClient, ref: ImageReference, want: Platform, signal: AbortSignal | undefined): Promise<ResolvedManifest> {
+  const top = await client.getManifest(ref.repository, ref.digest ?? ref.tag ?? 'latest', signal);
   if (ref.digest && top.digest !== ref.digest) {
     throw new FailedPrecondition(`the registry's manifest for ${ref.digest} hashes to ${top.digest}; refusing it`);
   }
@@ -120,7 +159,7 @@ async function resolveManifest(client: RegistryClient, ref: ImageReference, want
   if (doc.kind === 'manifest') return { manifest: doc, body: top.body, digest: top.digest };
 
   const chosen = selectManifest(doc.manifests, want);
-  const child = await client.getManifest(ref.repository, chosen.digest);
+  const child = await client.getManifest(ref.repository, chosen.digest, signal);
   if (child.digest !== chosen.digest) {
     throw new FailedPrecondition(`the registry's manifest for ${chosen.digest} hashes to ${child.digest}; refusing it`);
   }
@@ -135,36 +174,106 @@ function uniqueLayers(layers: readonly Descriptor[]): Descriptor[] {
   return layers.filter((l) => (seen.has(l.digest) ? false : (seen.add(l.digest), true)));
 }
 
-async function ingestLayer(client: RegistryClient, ref: ImageReference, layer: Descriptor, opts: IngestOptions, log: Logger | undefined): Promise<LayerResult> {
-  const { digest, size } = layer;
+async function openStaging(store: LayerStore, image: string, log: Logger | undefined): Promise<Staging> {
+  try {
+    return await Staging.open(store, log);
+  } catch (err) {
+    const full = diskFullCode(err);
+    if (full) throw new DiskFull(store.root, full, `preparing to ingest image ${image}`);
+    throw err;
+  }
+}
+
+interface LayerJob {
+  client: RegistryClient;
+  ref: ImageReference;
+  image: string;
+  layer: Descriptor;
+  bound: UnpackBound;
+  staging: Staging;
+  opts: IngestOptions;
+  log: Logger | undefined;
+}
+
+async function ingestLayer(job: LayerJob): Promise<LayerResult> {
+  const { opts, layer: { digest, size } } = job;
   const started = performance.now();
   const ms = (): number => Math.round(performance.now() - started);
   opts.onEvent?.({ type: 'layer-start', digest, size });
+  const log = job.log?.child({ layer: digest });
   try {
-    let status: LayerStatus = 'skipped';
-    if (!(await opts.store.has(digest))) {
-      const blob = await client.openBlob(ref.repository, digest);
-      let bytes = 0;
-      const outcome = await extractLayer({
-        store: opts.store,
-        digest,
-        size,
-        body: blob.body,
-        onBytes: (n) => {
-          bytes += n;
-          opts.onEvent?.({ type: 'layer-progress', digest, bytes, size });
-        },
-      });
-      status = outcome === 'ingested' ? 'ingested' : 'skipped';
-    }
-    const result: LayerResult = { digest, size, status, ms: ms() };
+    const result: LayerResult = await (await opts.store.has(digest)
+      ? { digest, size, status: 'skipped' as const, ms: 0 }
+      : fetchAndUnpack(job));
+    result.ms = ms();
     opts.onEvent?.({ type: 'layer-done', ...result });
-    log?.info({ layer: digest, size, status, ms: result.ms }, 'layer');
+    log?.info({ size, status: result.status, unpackedBytes: result.unpackedBytes, ms: result.ms }, 'layer');
     return result;
   } catch (err) {
     const error = err instanceof Error ? err : new Error(String(err));
     opts.onEvent?.({ type: 'layer-failed', digest, size, error, ms: ms() });
-    log?.error({ layer: digest, err: error.message }, 'layer failed');
+    log?.error({ err: error.message }, 'layer failed');
     throw error;
   }
+}
+
+// Download to a file, verify digest and size, unpack into the staging area, rename into the
+// store. Whatever fails, the layer's files in the staging area are removed before this returns.
+async function fetchAndUnpack(job: LayerJob): Promise<LayerResult> {
+  const { opts, layer, staging } = job;
+  const { digest, size } = layer;
+  const label: LayerLabel = { digest, image: job.image };
+  const hex = digestHex(digest);
+  const blobFile = staging.path(`${hex}.blob`);
+  const stagedDir = staging.path(hex);
+  const root = opts.store.root;
+  let phase = 'downloading';
+  try {
+    let bytes = 0;
+    await downloadBlob({
+      client: job.client,
+      repository: job.ref.repository,
+      layer,
+      image: job.image,
+      file: blobFile,
+      storeRoot: root,
+      onBytes: (n) => {
+        bytes += n;
+        opts.onEvent?.({ type: 'layer-progress', digest, bytes, size });
+      },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    phase = 'unpacking';
+    opts.onEvent?.({ type: 'layer-unpacking', digest, size });
+    await mkdirStaged(stagedDir);
+    const stats = await unpackLayer({
+      file: blobFile,
+      compressedSize: size,
+      into: `${stagedDir}/${LAYERFS_DIR}`,
+      bound: job.bound,
+      layer: label,
+      storeRoot: root,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    // The blob is not needed any more: free its space before the next layer needs it.
+    await rm(blobFile, { force: true });
+    phase = 'moving into the store';
+    const outcome = await placeLayer(opts.store, digest, stagedDir);
+    return { digest, size, status: outcome === 'ingested' ? 'ingested' : 'skipped', ms: 0, ...(outcome === 'ingested' ? { unpackedBytes: stats.bytes } : {}) };
+  } catch (err) {
+    // Whatever the interruption broke (a transfer, tar) is not the layer's fault.
+    if (opts.signal?.aborted) throw new Interrupted(job.image);
+    const full = diskFullCode(err);
+    if (full) throw new DiskFull(root, full, `${phase} ${layerText(label)}`, label);
+    throw err;
+  } finally {
+    await rm(blobFile, { force: true });
+    await rm(stagedDir, { recursive: true, force: true });
+  }
+}
+
+async function mkdirStaged(dir: string): Promise<void> {
+  await mkdir(dir, { mode: 0o755 });
+  // This directory becomes .layers/<xx>/<hex>: readable by all whatever the umask.
+  await chmod(dir, 0o755);
 }

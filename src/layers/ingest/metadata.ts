@@ -2,7 +2,7 @@
 //   <store>/.metadata/<registry>/<repository>:<tag>/manifest.json
 // The reference parser already holds every component to the distribution grammar; this module
 // checks again, segment by segment, because these strings become directories.
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidArgument } from '../../errors.js';
 import type { LayerStore } from '../store.js';
@@ -36,13 +36,36 @@ export function imageMetadataDir(store: LayerStore, ref: ImageReference): string
   return dir;
 }
 
-/** Writes manifest.json atomically (a reader sees the old or the new file, never half of one). */
-export async function recordManifest(store: LayerStore, ref: ImageReference, manifest: Buffer): Promise<string> {
+/**
+ * Writes manifest.json atomically (a reader sees the old or the new file, never half of one).
+ * The new file is written in tmpDir (the ingest run's staging area, on the store's file system)
+ * or beside manifest.json; when writing fails (a full disk), neither the file nor the
+ * directories made for it stay.
+ */
+export async function recordManifest(store: LayerStore, ref: ImageReference, manifest: Buffer, tmpDir?: string): Promise<string> {
   const dir = imageMetadataDir(store, ref);
-  await mkdir(dir, { recursive: true, mode: 0o755 });
+  const created = await mkdir(dir, { recursive: true, mode: 0o755 });
   const file = path.join(dir, 'manifest.json');
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  await writeFile(tmp, manifest, { mode: 0o644 });
-  await rename(tmp, file);
-  return file;
+  const tmp = path.join(tmpDir ?? dir, `manifest.json.tmp-${process.pid}-${Date.now()}`);
+  try {
+    await writeFile(tmp, manifest, { mode: 0o644 });
+    await rename(tmp, file);
+    return file;
+  } catch (err) {
+    await rm(tmp, { force: true });
+    if (created !== undefined) await removeEmptyDirs(dir, created);
+    throw err;
+  }
+}
+
+/** rmdir from dir up to and including top, stopping at the first that is not empty. */
+async function removeEmptyDirs(dir: string, top: string): Promise<void> {
+  for (let p = dir; p.startsWith(top); p = path.dirname(p)) {
+    try {
+      await rmdir(p);
+    } catch {
+      return;
+    }
+    if (p === top) return;
+  }
 }

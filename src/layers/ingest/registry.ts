@@ -43,8 +43,8 @@ export class RegistryClient {
     this.fetchImpl = opts.fetch ?? fetch;
   }
 
-  async getManifest(repository: string, reference: string): Promise<FetchedManifest> {
-    const res = await this.request(repository, `manifests/${reference}`, MANIFEST_ACCEPT, 60_000);
+  async getManifest(repository: string, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
+    const res = await this.request(repository, `manifests/${reference}`, MANIFEST_ACCEPT, 60_000, signal);
     const length = Number(res.headers.get('content-length') ?? '0');
     if (length > MAX_MANIFEST_BYTES) {
       await res.body?.cancel();
@@ -59,10 +59,10 @@ export class RegistryClient {
   }
 
   /** Opens a blob for streaming. The caller verifies its digest while reading it. */
-  async openBlob(repository: string, digest: LayerDigest): Promise<BlobStream> {
+  async openBlob(repository: string, digest: LayerDigest, signal?: AbortSignal): Promise<BlobStream> {
     // No overall timeout: a big layer on a slow link legitimately takes long. undici's own
-    // header and body timeouts still end a stalled transfer.
-    const res = await this.request(repository, `blobs/${digest}`, '*/*', undefined);
+    // header and body timeouts still end a stalled transfer; `signal` ends it at the user's wish.
+    const res = await this.request(repository, `blobs/${digest}`, '*/*', undefined, signal);
     if (!res.body) throw new FailedPrecondition(`blob ${digest} came with no body`);
     const len = res.headers.get('content-length');
     const out: BlobStream = { body: Readable.fromWeb(res.body as WebReadableStream<Uint8Array>) };
@@ -70,14 +70,14 @@ export class RegistryClient {
     return out;
   }
 
-  private async request(repository: string, suffix: string, accept: string, timeoutMs: number | undefined): Promise<Response> {
+  private async request(repository: string, suffix: string, accept: string, timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<Response> {
     const url = `${this.baseUrl}/v2/${repository}/${suffix}`;
-    let res = await this.send(url, repository, accept, timeoutMs);
+    let res = await this.send(url, repository, accept, timeoutMs, signal);
     if (res.status === 401) {
       const header = res.headers.get('www-authenticate');
       await res.body?.cancel();
       await this.authorize(repository, header, url);
-      res = await this.send(url, repository, accept, timeoutMs);
+      res = await this.send(url, repository, accept, timeoutMs, signal);
     }
     if (res.ok) return res;
 
@@ -90,12 +90,13 @@ export class RegistryClient {
     throw new Unavailable(`${this.baseUrl} answered ${res.status} ${res.statusText} for ${what}${detail}`);
   }
 
-  private async send(url: string, repository: string, accept: string, timeoutMs: number | undefined): Promise<Response> {
+  private async send(url: string, repository: string, accept: string, timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<Response> {
     const headers: Record<string, string> = { Accept: accept, 'User-Agent': USER_AGENT };
     const auth = this.authByRepo.get(repository);
     if (auth) headers.Authorization = auth;
     try {
-      return await this.fetchImpl(url, { headers, redirect: 'follow', ...(timeoutMs ? { signal: AbortSignal.timeout(timeoutMs) } : {}) });
+      const signals = [...(timeoutMs ? [AbortSignal.timeout(timeoutMs)] : []), ...(signal ? [signal] : [])];
+      return await this.fetchImpl(url, { headers, redirect: 'follow', ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}) });
     } catch (err) {
       const text = causeText(err);
       // An https request to a plain-http registry fails in the TLS handshake.

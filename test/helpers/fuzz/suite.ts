@@ -1,16 +1,17 @@
-// The fuzz suite against a real daemon, shared by the quick run in `npm test` and the long one
-// in `npm run test:stress`: the same checks, different numbers of requests.
-import { after, before, test } from 'node:test';
-import assert from 'node:assert/strict';
+// The fuzz bench against a real daemon, shared by the quick run in `npm test`
+// (test/integration/fuzz-grpc.test.ts) and the long one in `npm run test:stress`
+// (test/stress/fuzz-grpc.stress.test.ts): it sets up the world and the daemon, sends the
+// requests, and returns what it saw; the test files assert.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SnapshotsClient } from '../../../src/server/client.js';
 import { defaultDaemonConfig, parseJsonLines, startDaemon, type Daemon } from '../daemon.js';
 import { Scope } from '../scope.js';
-import { METHODS } from './raw-client.js';
-import { seedFrom } from '../rng.js';
 import { auditRoot, auditSnapshots, listAll, runFuzz, type FuzzReport } from './run.js';
 import { makeWorld, type FuzzWorld } from './world.js';
+
+export { METHODS } from './raw-client.js';
+export type { FuzzReport } from './run.js';
 
 export interface FuzzPhase {
   /** Requests in this phase. */
@@ -21,92 +22,101 @@ export interface FuzzPhase {
 
 export const SEED_ENV = 'CVMFS_FUZZ_SEED';
 
-function summary(r: FuzzReport): string {
+export function summary(r: FuzzReport): string {
   const fmt = (t: Record<string, number>): string => Object.entries(t).sort().map(([k, v]) => `${k} ${v}`).join(', ');
   return `seed ${r.seed}: ${r.sent} requests in ${(r.elapsedMs / 1000).toFixed(1)} s\n  by kind: ${fmt(r.byHow)}\n  by method: ${fmt(r.byMethod)}\n  by code: ${fmt(r.byCode)}`;
 }
 
-export function fuzzSuite(label: string, phases: readonly FuzzPhase[]): void {
-  const seed = seedFrom(SEED_ENV);
-  let scope: Scope;
-  let world: FuzzWorld;
-  let daemon: Daemon;
-  let pid = 0;
+/** What the witnesses reported after a read of a sentinel, a new file in the store and a rewrite of the sentinel. */
+export interface WitnessProbe {
+  canary: string;
+  afterRead: string[];
+  afterCreate: string[];
+  afterRewrite: string[];
+}
 
-  before(async () => {
-    scope = await Scope.create(label);
-    world = await makeWorld(scope);
-    daemon = await startDaemon(scope, { root: world.root, configToml: defaultDaemonConfig(world.store), logLevel: 'info' });
-    pid = daemon.pid;
-  });
-  after(async () => { await scope?.teardown(); });
+export class FuzzBench {
+  private constructor(
+    readonly scope: Scope,
+    readonly world: FuzzWorld,
+    readonly daemon: Daemon,
+    /** The daemon's pid when it started. */
+    readonly pidAtStart: number,
+  ) {}
 
-  test('the witness of the world notices a read, a change and a new file (so the checks below can fail)', () => {
+  static async create(label: string): Promise<FuzzBench> {
+    const scope = await Scope.create(label);
+    try {
+      const world = await makeWorld(scope);
+      const daemon = await startDaemon(scope, { root: world.root, configToml: defaultDaemonConfig(world.store), logLevel: 'info' });
+      return new FuzzBench(scope, world, daemon, daemon.pid);
+    } catch (err) {
+      await scope.teardown().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Reads a sentinel, creates a file in the store, rewrites the sentinel; returns what the witnesses saw after each. */
+  probeWitnesses(): WitnessProbe {
+    const { world } = this;
     world.outside.record();
     world.storeWitness.record();
     const canary = world.sentinels[0] as string;
     readFileSync(canary);
-    const read = world.outside.changes();
-    assert.ok(read.some((l) => l.startsWith(`${canary}: read`)), `a read of ${canary} went unnoticed: ${read.join('; ')}`);
+    const afterRead = world.outside.changes();
     writeFileSync(join(world.store, 'new-file'), 'x');
-    assert.ok(world.storeWitness.changes().some((l) => l.includes('new-file: created')));
+    const afterCreate = world.storeWitness.changes();
     writeFileSync(canary, readFileSync(canary));
-    assert.ok(world.outside.changes().some((l) => l.startsWith(`${canary}: mtimeNs changed`)));
-  });
+    const afterRewrite = world.outside.changes();
+    return { canary, afterRead, afterCreate, afterRewrite };
+  }
 
-  test('baseline of the world, taken while the daemon idles', () => {
-    world.outside.record();
-    world.storeWitness.record();
-  });
+  /** Records the state of everything outside the root, and of the store, to compare with at the end. */
+  baseline(): void {
+    this.world.outside.record();
+    this.world.storeWitness.record();
+  }
 
-  phases.forEach((phase, i) => {
-    const phaseSeed = (seed + i) >>> 0;
-    test(`${phase.count} fuzzed requests, ${phase.concurrency} at a time (seed ${phaseSeed}; ${SEED_ENV}=${seed} repeats the run)`, async (t) => {
-      const r = await runFuzz({
-        socket: daemon.socket, root: world.root, seed: phaseSeed, count: phase.count, concurrency: phase.concurrency,
-        store: world.digests, progress: (line) => t.diagnostic(line),
-      });
-      t.diagnostic(summary(r));
-      assert.deepEqual(r.problems, [], `${r.problemCount} answers were not proper (${SEED_ENV}=${seed} repeats the run)`);
-      // (A short phase may miss a rare method by chance; a long one cannot, in practice.)
-      if (phase.count >= 1000) for (const m of METHODS) assert.ok((r.byMethod[m] ?? 0) > 0, `no ${m} request was sent`);
-      assert.equal(r.sent, phase.count);
+  runPhase(phase: FuzzPhase, seed: number, progress: (line: string) => void): Promise<FuzzReport> {
+    return runFuzz({
+      socket: this.daemon.socket, root: this.world.root, seed, count: phase.count, concurrency: phase.concurrency,
+      store: this.world.digests, progress,
     });
-  });
+  }
 
-  test('the daemon is the same process and still serves', async () => {
-    assert.equal(daemon.process.running, true, `the daemon exited: ${JSON.stringify(daemon.process.exitStatus)}\n${daemon.process.logTail()}`);
-    assert.equal(daemon.pid, pid);
-    const c = new SnapshotsClient(daemon.socket);
+  /** Prepares, stats and removes one snapshot; returns the kind Stat reported. */
+  async ordinaryCycle(key: string): Promise<string> {
+    const c = new SnapshotsClient(this.daemon.socket);
     try {
-      await c.prepare('fz/after/ok');
-      assert.equal((await c.stat('fz/after/ok')).info.kind, 'ACTIVE');
-      await c.remove('fz/after/ok');
+      await c.prepare(key);
+      const kind = String((await c.stat(key)).info.kind);
+      await c.remove(key);
+      return kind;
     } finally {
       c.close();
     }
-  });
+  }
 
-  test('every snapshot kept is within containerd\'s rules, and remote only for a layer of the store', async () => {
-    const infos = await listAll(daemon.socket);
-    assert.deepEqual(auditSnapshots(infos, world.digests), []);
-    const served = daemon.logRecords().filter((r) => r.msg === 'layer served from the store').map((r) => r.digest);
-    for (const d of served) assert.ok(world.digests.present.includes(d as string), `served ${String(d)} from the store`);
-  });
+  /** Snapshots that break containerd's rules, and digests the daemon logged as served from the store. */
+  async auditSnapshots(): Promise<{ problems: string[]; served: unknown[] }> {
+    const problems = auditSnapshots(await listAll(this.daemon.socket), this.world.digests);
+    const served = this.daemon.logRecords().filter((r) => r.msg === 'layer served from the store').map((r) => r.digest);
+    return { problems, served };
+  }
 
-  test('after Cleanup the root holds the database and one directory per snapshot, nothing else', async () => {
-    const c = new SnapshotsClient(daemon.socket);
+  /** Calls Cleanup, then returns what in the root is neither the database nor a snapshot's directory. */
+  async cleanupAndAuditRoot(): Promise<string[]> {
+    const c = new SnapshotsClient(this.daemon.socket);
     try { await c.cleanup(); } finally { c.close(); }
-    assert.deepEqual(auditRoot(world.root, (await listAll(daemon.socket)).length), []);
-  });
+    return auditRoot(this.world.root, (await listAll(this.daemon.socket)).length);
+  }
 
-  test('nothing outside the root and the store was created, changed or read, and the store is unchanged', () => {
-    assert.deepEqual(world.outside.changes(), []);
-    assert.deepEqual(world.storeWitness.changes(), []);
-  });
+  /** The daemon's log records at level error or above. */
+  loggedErrors(): Array<Record<string, unknown>> {
+    return parseJsonLines(this.daemon.process.log()).filter((r) => typeof r.level === 'number' && r.level >= 50);
+  }
 
-  test('the daemon logged no error', () => {
-    const errors = parseJsonLines(daemon.process.log()).filter((r) => typeof r.level === 'number' && r.level >= 50);
-    assert.deepEqual(errors.slice(0, 5), []);
-  });
+  teardown(): Promise<void> {
+    return this.scope.teardown();
+  }
 }

@@ -1,7 +1,7 @@
-// The go test -v parser the conformance runner relies on to count and explain results.
+// The go test -v parser the conformance tier judges by: each case's result, and each failed case's output.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { describeFailures, parseGoTestOutput } from './go-test-output.js';
+import { describeFailures, parseGoTestOutput } from '../conformance/go-test-output.js';
 
 const SAMPLE = `=== RUN   TestSnapshotterSuite
 === RUN   TestSnapshotterSuite/Basic
@@ -43,4 +43,24 @@ test('output printed after a result line at deeper indentation belongs to that t
   const r = parseGoTestOutput('--- FAIL: TestX (0.10s)\n    x_test.go:5: wrong\nFAIL\n');
   assert.deepEqual(r.failed, ['TestX']);
   assert.deepEqual(r.leaves[0]?.output, ['    x_test.go:5: wrong']);
+});
+
+test('a parent that fails on its own while its subtests pass is a failed case', () => {
+  const r = parseGoTestOutput([
+    '=== RUN   TestSuite',
+    '=== RUN   TestSuite/A',
+    '    testsuite.go:50: cleanup: remove snapshot: boom',
+    '--- FAIL: TestSuite (0.05s)',
+    '    --- PASS: TestSuite/A (0.01s)',
+    'FAIL',
+  ].join('\n'));
+  assert.deepEqual(r.passed, ['TestSuite/A']);
+  assert.deepEqual(r.failed, ['TestSuite']);
+  assert.match(describeFailures(r), /--- FAIL: TestSuite \(0.05s\)/);
+});
+
+test('a parent that fails because a subtest failed is not counted again', () => {
+  const r = parseGoTestOutput('--- FAIL: TestSuite (0.05s)\n    --- FAIL: TestSuite/A (0.01s)\n    --- PASS: TestSuite/B (0.01s)\nFAIL\n');
+  assert.deepEqual(r.failed, ['TestSuite/A']);
+  assert.deepEqual(r.passed, ['TestSuite/B']);
 });
