@@ -24,6 +24,7 @@ import { ensurePeers, PEER_NAMES } from './peers.js';
 import { rssMb } from './proc.js';
 import { Results } from './results.js';
 import { scale } from './scale-section.js';
+import { pullCommand, restMemory } from './startup.js';
 import { log, median, nowMs, summarize } from './stats.js';
 import { fmt, ratioChartSvg, table, targetsTable, writeOutputs } from './report.js';
 
@@ -101,6 +102,13 @@ async function withContainerd(scope: Scope): Promise<void> {
       addRow(`pull ${name} (ms)`, s.overlayMs, s.lazyMs, 'overlayfs / lazy', median(s.overlayMs) / median(s.lazyMs));
     }
     raw.pull = pull;
+    // Issue 11: the command a person types, as a whole process.
+    const cmd = await pullCommand(ctd, smallRef, REPS);
+    raw.pull_command = cmd;
+    ratios.pull_command_wall_s = median(cmd.commandMs) / 1000;
+    ratios.pull_command_node_start_s = median(cmd.nodeStartMs) / 1000;
+    if (pull.small) ratios.pull_command_vs_ctr_pull = median(pull.small.overlayMs) / median(cmd.commandMs);
+    addRow('pull command, whole process: node -e 0 / cvmfs-snapshotter pull (ms)', cmd.nodeStartMs, cmd.commandMs, 'node start / command', median(cmd.nodeStartMs) / median(cmd.commandMs));
     if (pull.small) ratios.pull_speedup_small = median(pull.small.overlayMs) / median(pull.small.lazyMs);
     if (pull.large) ratios.pull_speedup_large = median(pull.large.overlayMs) / median(pull.large.lazyMs);
     if (pull.small && pull.large) ratios.lazy_pull_growth = median(pull.large.lazyMs) / median(pull.small.lazyMs);
@@ -140,6 +148,12 @@ async function memory(daemon: Daemon): Promise<void> {
   try {
     await settle();
     rss.idle = await measure('idle');
+    // Issue 11: the daemon alone at rest (no snapshot yet), beside an idle node's floor.
+    const rest = await restMemory(daemon.pid);
+    ratios.daemon_rss_rest_mb = rest.rssMb;
+    ratios.daemon_rss_anon_rest_mb = rest.anonMb;
+    ratios.node_idle_rss_mb = rest.nodeIdleRssMb;
+    log(`daemon at rest: ${fmt(rest.rssMb)} MiB RSS, ${fmt(rest.anonMb)} MiB of it anonymous; an idle node: ${fmt(rest.nodeIdleRssMb)} MiB`);
     let n = 0;
     const registerMs: number[] = [];
     const mountMs: number[] = [];
@@ -163,7 +177,7 @@ async function memory(daemon: Daemon): Promise<void> {
     await settle();
     rss.layers_100_cache_full = await measure('layers_100_cache_full');
     log(`daemon RSS with 100 layers and a full metadata cache: ${fmt(rss.layers_100_cache_full)} MiB (walk ${fmt(walkMs)} ms)`);
-    raw.memory = { rssMb: rss, fuseServerRssMb: fuseRss, walk100LayersMs: walkMs, remotePrepareMs: summarize(registerMs), viewMountMs: summarize(mountMs) };
+    raw.memory = { daemonAtRest: rest, rssMb: rss, fuseServerRssMb: fuseRss, walk100LayersMs: walkMs, remotePrepareMs: summarize(registerMs), viewMountMs: summarize(mountMs) };
     addRow('remote Prepare (AlreadyExists) / View that mounts, over gRPC (ms)', registerMs, mountMs, 'Prepare / View', undefined);
     // The layers live in the FUSE server: its RSS is what 100 layers cost. The daemon's own RSS
     // does not grow with layers; the sum is reported beside it.

@@ -7,12 +7,9 @@ import { parse, TomlError } from 'smol-toml';
 import { errnoCode } from '../errors.js';
 import { DEFAULT_TUNING } from '../fuse/tuning.js';
 
-export const DEFAULT_CONFIG_PATH = '/etc/containerd-cvmfs-grpc/config.toml';
-export const DEFAULT_ADDRESS = '/run/containerd-cvmfs-grpc/containerd-cvmfs-grpc.sock';
-/** The FUSE server's control socket, beside the daemon's (see src/fuse/server). */
-export const DEFAULT_FUSE_SOCKET = '/run/containerd-cvmfs-grpc/fuse-server.sock';
-export const DEFAULT_ROOT = '/var/lib/containerd-cvmfs-grpc';
-export const DEFAULT_REPOSITORY = 'unpacked.cern.ch';
+import { DEFAULT_REPOSITORY } from './defaults.js';
+
+export { DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEFAULT_FUSE_SOCKET, DEFAULT_REPOSITORY, DEFAULT_ROOT } from './defaults.js';
 
 export interface Config {
   /** The CernVM-FS repository that holds the layers. */

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { dirname, join } from 'node:path';
 import { defaultLogFormat, isLogFormat, isLogLevel, LOG_FORMATS, LOG_LEVELS, type LogFormat } from '../log.js';
-import { DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEFAULT_ROOT } from './config.js';
+import { DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEFAULT_ROOT } from './defaults.js';
 
 export const DAEMON_USAGE = `Usage: cvmfs-snapshotter [options]
 

@@ -6,12 +6,13 @@ import { Snapshotter } from '../snapshotter/snapshotter.js';
 import { createStoreLayers } from '../remote/index.js';
 import { RemoteLayerMounter } from '../fuse/server/client.js';
 import { spawnDetached } from '../sys/exec.js';
-import { BIN_PATH, FUSE_SERVER_NODE_FLAGS } from './fuse-server.js';
+import { BIN_PATH, FUSE_SERVER_NODE_FLAGS } from './build-info.js';
+import { CleanupStack } from './cleanup-stack.js';
 import { resolve } from 'node:path';
 import { SocketServer } from '../server/server.js';
 import { snapshotsHandlers } from '../server/service.js';
 import {
-  CountingRemoteLayers, createDaemonMetrics, registrySource, startMetricsServer, type MetricsServer,
+  CountingRemoteLayers, createDaemonMetrics, registrySource, startMetricsServer,
 } from '../metrics/index.js';
 import { loadConfig } from './config.js';
 
@@ -36,63 +37,58 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
   const layerLog = log.child({ component: 'layers' });
   const daemonMetrics = createDaemonMetrics();
 
-  // Before anything is mounted, so that a bad address stops the daemon with nothing to undo.
-  let metricsServer: MetricsServer | undefined;
-  if (config.metrics) {
-    metricsServer = await startMetricsServer({
-      host: config.metrics.host,
-      port: config.metrics.port,
-      sources: [registrySource('daemon', daemonMetrics.registry), { name: 'fuse-server', collect: () => mounter.metrics() }],
-      log: log.child({ component: 'metrics' }),
+  // Each thing started pushes its stop; a failure during start undoes what was started so far,
+  // and a signal undoes all of it, in reverse order.
+  const started = new CleanupStack();
+  try {
+    // Before anything is mounted, so that a bad address stops the daemon with nothing to undo.
+    if (config.metrics) {
+      const metricsServer = await startMetricsServer({
+        host: config.metrics.host,
+        port: config.metrics.port,
+        sources: [registrySource('daemon', daemonMetrics.registry), { name: 'fuse-server', collect: () => mounter.metrics() }],
+        log: log.child({ component: 'metrics' }),
+      });
+      // A listening socket would keep the process alive after everything else stopped.
+      started.push('metrics server', () => metricsServer.close());
+      log.info({ url: metricsServer.url }, 'serving metrics');
+    }
+
+    // Layers are served by a separate long-lived process, so that this one can restart without
+    // breaking a running container; it is started here when none answers.
+    const scope = { root, store: resolve(config.absoluteMountpoint) };
+    const mounter = new RemoteLayerMounter({
+      socket: opts.fuseSocket,
+      log: layerLog,
+      scope,
+      startServer: () => {
+        const pid = spawnDetached(process.execPath, [...FUSE_SERVER_NODE_FLAGS, BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
+          '--root', scope.root, '--store', scope.store,
+          '--cache-entries', String(config.metadataCacheEntries), '--cache-bytes', String(config.metadataCacheBytes),
+          '--passthrough', config.fusePassthrough ? 'on' : 'off', '--store-timeout', String(config.storeTimeoutSec),
+          '--walk-entries', String(config.layerWalkEntries)],
+        { env: process.env });
+        log.info({ pid, socket: opts.fuseSocket }, 'started a FUSE server');
+        return pid;
+      },
     });
-    log.info({ url: metricsServer.url }, 'serving metrics');
-  }
-  const closeMetrics = async (): Promise<void> => {
-    await metricsServer?.close();
-  };
-
-  // Layers are served by a separate long-lived process, so that this one can restart without
-  // breaking a running container; it is started here when none answers.
-  const scope = { root, store: resolve(config.absoluteMountpoint) };
-  const mounter = new RemoteLayerMounter({
-    socket: opts.fuseSocket,
-    log: layerLog,
-    scope,
-    startServer: () => {
-      const pid = spawnDetached(process.execPath, [...FUSE_SERVER_NODE_FLAGS, BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
-        '--root', scope.root, '--store', scope.store,
-        '--cache-entries', String(config.metadataCacheEntries), '--cache-bytes', String(config.metadataCacheBytes),
-        '--passthrough', config.fusePassthrough ? 'on' : 'off', '--store-timeout', String(config.storeTimeoutSec),
-        '--walk-entries', String(config.layerWalkEntries)],
-      { env: process.env });
-      log.info({ pid, socket: opts.fuseSocket }, 'started a FUSE server');
-      return pid;
-    },
-  });
-  try {
+    // Disconnects only: the FUSE server and its mounts outlive the daemon.
+    started.push('FUSE server connection', () => mounter.disconnect());
     await mounter.connect();
-  } catch (err) {
-    try { await mounter.disconnect(); } finally { await closeMetrics(); }
-    throw err;
-  }
-  log.info({ fuseServer: mounter.server, mounts: mounter.mountpoints().length }, 'connected to the FUSE server');
-  const remote = new CountingRemoteLayers(
-    createStoreLayers({ storeRoot: config.absoluteMountpoint, mounter, log: layerLog, deadlineMs: config.storeCheckTimeoutSec * 1000 }),
-    (isRemote, reason) => daemonMetrics.decision(isRemote, reason),
-  );
+    log.info({ fuseServer: mounter.server, mounts: mounter.mountpoints().length }, 'connected to the FUSE server');
+    const remote = new CountingRemoteLayers(
+      createStoreLayers({ storeRoot: config.absoluteMountpoint, mounter, log: layerLog, deadlineMs: config.storeCheckTimeoutSec * 1000 }),
+      (isRemote, reason) => daemonMetrics.decision(isRemote, reason),
+    );
 
-  let sn: Snapshotter;
-  try {
-    sn = await Snapshotter.open({ root, log: log.child({ component: 'snapshotter' }), remote });
-  } catch (err) {
-    try { await mounter.disconnect(); } finally { await closeMetrics(); }
-    throw err;
-  }
-  const server = new SocketServer(opts.address, log);
-  try {
+    const sn = await Snapshotter.open({ root, log: log.child({ component: 'snapshotter' }), remote });
+    started.push('snapshotter', () => sn.close());
+    const server = new SocketServer(opts.address, log);
+    // Pushed once it listens: closing unlinks the socket path, which may be another daemon's.
     await server.listen(snapshotsHandlers(sn, log.child({ component: 'grpc' }), daemonMetrics.call));
+    started.push('gRPC server', () => server.close());
   } catch (err) {
-    try { await sn.close(); } finally { try { await mounter.disconnect(); } finally { await closeMetrics(); } }
+    for (const f of await started.unwind()) log.error({ err: f.error, step: f.step }, 'stopping after a failed start');
     throw err;
   }
 
@@ -105,14 +101,11 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
       }
       stopping = true;
       log.info({ signal }, 'stopping: no new calls; snapshots are kept');
-      // The metrics server is closed even when the rest fails: a listening socket would keep
-      // the process alive after we give up.
-      // The FUSE server and its mounts stay: the daemon only disconnects from it.
-      void server.close()
-        .then(() => sn.close())
-        .finally(() => mounter.disconnect())
-        .finally(() => closeMetrics())
-        .then(() => { log.info('stopped'); resolve(0); }, (err: unknown) => { log.error({ err }, 'error while stopping'); resolve(1); });
+      void started.unwind().then((failures) => {
+        for (const f of failures) log.error({ err: f.error, step: f.step }, 'error while stopping');
+        if (failures.length === 0) log.info('stopped');
+        resolve(failures.length === 0 ? 0 : 1);
+      });
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);

@@ -3,7 +3,7 @@
 // the only I/O.
 import { release } from 'node:os';
 import { parseCommand, usageError } from './args.js';
-import { DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEFAULT_ROOT } from './config.js';
+import { DEFAULT_ADDRESS, DEFAULT_CONFIG_PATH, DEFAULT_ROOT } from './defaults.js';
 import { analyzeContainerdConfig, checkContainerdBinary } from './doctor/containerd-config.js';
 import { checkDaemon, checkRoot } from './doctor/daemon.js';
 import { exitCode, formatFinding, type Finding } from './doctor/findings.js';

@@ -2,7 +2,6 @@
 // daemon starts it when none runs; an operator only needs it for an upgrade (--handover) or to
 // take every layer down (--stop).
 import { writeFile, rm } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { createLogger, isLogLevel, LOG_LEVELS } from '../log.js';
 import { FuseServer, READY_FD, READY_LINE, readHandoverState } from '../fuse/server/server.js';
 import { closeSync, writeSync } from 'node:fs';
@@ -11,7 +10,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { parseCommand, usageError } from './args.js';
 import { DEFAULT_FUSE_SOCKET } from './config.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_TUNING } from '../fuse/tuning.js';
-import { version } from './main.js';
+import { BIN_PATH, FUSE_SERVER_NODE_FLAGS, version } from './build-info.js';
 
 const USAGE = `Usage: cvmfs-snapshotter fuse-server [--socket SOCK] [--root DIR --store DIR] [--log-level LEVEL]
                                      [--cache-bytes N] [--cache-entries N] [--passthrough on|off] [--store-timeout SECONDS]
@@ -38,14 +37,6 @@ outlives the daemon, so restarting the daemon never breaks a running container.
                          from the code installed now (an upgrade), then exit; nothing is unmounted
   --stop                 ask the running server to unmount every layer (lazily where busy) and exit
 `;
-
-export const BIN_PATH = fileURLToPath(new URL('../../../bin/cvmfs-snapshotter', import.meta.url));
-/**
- * Node flags of the FUSE server process: a small young generation keeps its memory flat while
- * a walk of a big layer allocates (measured: 82 MB RSS after walking /usr/share with the
- * default semi-spaces, 61-65 MB with 1 MB ones, at no cost in walk time).
- */
-export const FUSE_SERVER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
 
 function positiveInt(v: string | undefined, flag: string): number | undefined | string {
   if (v === undefined) return undefined;

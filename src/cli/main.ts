@@ -1,11 +1,5 @@
 // The command line: the daemon by default, or a subcommand.
-import { readFileSync } from 'node:fs';
-import { DAEMON_USAGE, parseDaemonArgs } from './daemon-args.js';
-
-export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
+import { version } from './build-info.js';
 
 type Command = (args: string[]) => Promise<number>;
 
@@ -28,7 +22,9 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   },
 };
 
-function usage(): string {
+// The daemon's options are loaded only when no command is named: they bring the logger along.
+async function usage(): Promise<string> {
+  const { DAEMON_USAGE } = await import('./daemon-args.js');
   const cmds = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`).join('\n');
   return cmds ? `${DAEMON_USAGE}\nCommands:\n${cmds}\n  (run "cvmfs-snapshotter COMMAND --help" for a command's options)\n` : DAEMON_USAGE;
 }
@@ -38,19 +34,20 @@ export async function main(argv: string[]): Promise<number> {
   if (first !== undefined && !first.startsWith('-')) {
     const cmd = COMMANDS[first];
     if (!cmd) {
-      process.stderr.write(`cvmfs-snapshotter: unknown command "${first}"\n\n${usage()}`);
+      process.stderr.write(`cvmfs-snapshotter: unknown command "${first}"\n\n${await usage()}`);
       return 2;
     }
     return (await cmd.load())(argv.slice(1));
   }
+  const { parseDaemonArgs } = await import('./daemon-args.js');
   let opts;
   try {
     opts = parseDaemonArgs(argv);
   } catch (err) {
-    process.stderr.write(`cvmfs-snapshotter: ${(err as Error).message}\n\n${usage()}`);
+    process.stderr.write(`cvmfs-snapshotter: ${(err as Error).message}\n\n${await usage()}`);
     return 2;
   }
-  if (opts === 'help') { process.stdout.write(usage()); return 0; }
+  if (opts === 'help') { process.stdout.write(await usage()); return 0; }
   if (opts === 'version') { process.stdout.write(`cvmfs-snapshotter ${version()}\n`); return 0; }
   // The daemon's modules (gRPC, SQLite, the snapshotter) are loaded only to run it.
   const { runDaemon } = await import('./daemon.js');

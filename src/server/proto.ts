@@ -1,33 +1,37 @@
-// Loads the .proto files in proto/ at run time; the wire format lives there, not in code.
-import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
-import { loadSync, type Options } from '@grpc/proto-loader';
-import { loadPackageDefinition, type GrpcObject, type ServiceClientConstructor } from '@grpc/grpc-js';
+// The Snapshots service for @grpc/grpc-js, from the generated messages (generated/snapshots.ts,
+// made from proto/ by scripts/gen-proto.mjs): nothing parses a .proto file at run time.
+import { makeGenericClientConstructor, type MethodDefinition, type ServiceClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
+import { ProtoCodec } from './codec.js';
+import { schema, Snapshots, type Messages } from './generated/snapshots.js';
 
-/** proto/ at the package root: dist/src/server/ is three levels below it. */
-export const PROTO_DIR = fileURLToPath(new URL('../../../proto/', import.meta.url));
+export const snapshotsCodec = new ProtoCodec<Messages>(schema);
 
-export const LOADER_OPTIONS: Options = {
-  keepCase: true,
-  longs: Number,
-  enums: String,
-  defaults: true,
-  arrays: true,
-  objects: true,
-};
+export type SnapshotsMethod = keyof typeof Snapshots.methods;
 
-function lookup(root: GrpcObject, path: string): ServiceClientConstructor {
-  let node: unknown = root;
-  for (const part of path.split('.')) node = (node as Record<string, unknown>)[part];
-  if (typeof node !== 'function') throw new Error(`service ${path} not found in the proto definitions`);
-  return node as ServiceClientConstructor;
+type RequestDecoder = (method: string, decode: (bytes: Buffer) => object) => (bytes: Buffer) => object;
+
+/**
+ * The grpc-js definition of containerd.services.snapshots.v1.Snapshots. The server passes
+ * decode.ts's tolerant(), so that a request that is not protobuf is InvalidArgument, not INTERNAL.
+ */
+export function snapshotsDefinition(requestDecoder: RequestDecoder = (_method, decode) => decode): ServiceDefinition {
+  const def: Record<string, MethodDefinition<object, object>> = {};
+  for (const [name, m] of Object.entries(Snapshots.methods)) {
+    def[name] = {
+      path: m.path,
+      requestStream: false,
+      responseStream: m.responseStream,
+      requestSerialize: (o: object) => snapshotsCodec.encode(m.request, o),
+      requestDeserialize: requestDecoder(name, (b: Buffer) => snapshotsCodec.decode(m.request, b)),
+      responseSerialize: (o: object) => snapshotsCodec.encode(m.response, o),
+      responseDeserialize: (b: Buffer) => snapshotsCodec.decode(m.response, b),
+      originalName: name,
+    };
+  }
+  return def as ServiceDefinition;
 }
 
-export function loadService(file: string, servicePath: string): ServiceClientConstructor {
-  const def = loadSync(join(PROTO_DIR, file), { ...LOADER_OPTIONS, includeDirs: [join(PROTO_DIR, 'containerd'), PROTO_DIR] });
-  return lookup(loadPackageDefinition(def), servicePath);
-}
-
+/** A grpc-js client class of the Snapshots service; its `service` is snapshotsDefinition(). */
 export function snapshotsService(): ServiceClientConstructor {
-  return loadService('containerd/snapshots.proto', 'containerd.services.snapshots.v1.Snapshots');
+  return makeGenericClientConstructor(snapshotsDefinition(), Snapshots.name);
 }

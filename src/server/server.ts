@@ -2,8 +2,8 @@
 import { chmod, unlink } from 'node:fs/promises';
 import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
-import { tolerantDecoding } from './decode.js';
-import { snapshotsService } from './proto.js';
+import { tolerant } from './decode.js';
+import { snapshotsDefinition } from './proto.js';
 import { prepareSocketPath } from './socket.js';
 
 export class SocketServer {
@@ -11,7 +11,7 @@ export class SocketServer {
   constructor(readonly path: string, private readonly log: Logger) {}
 
   async listen(handlers: UntypedServiceImplementation): Promise<void> {
-    this.server.addService(tolerantDecoding(snapshotsService().service), handlers);
+    this.server.addService(snapshotsDefinition(tolerant), handlers);
     await prepareSocketPath(this.path, this.log);
     // The umask closes the window between bind and chmod in which the socket would be open to all.
     const old = process.umask(0o177);

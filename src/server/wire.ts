@@ -1,36 +1,18 @@
-// Types of the wire messages as @grpc/proto-loader decodes them (keepCase, enums as strings,
-// longs as numbers), and the conversions between them and the snapshot model.
+// The wire messages of the Snapshots service are the generated ones (generated/snapshots.ts, from
+// proto/containerd/*.proto); here are the conversions between them and the snapshot model.
 import type { Info, Kind, Labels, Mount, Usage } from '../snapshotter/types.js';
 import { InvalidArgument, quote } from '../errors.js';
+import type {
+  Info as WireInfo, Kind as WireKind, Mount as WireMount, PrepareSnapshotResponse as MountsResponse, Timestamp as WireTimestamp,
+  UsageResponse,
+} from './generated/snapshots.js';
 
-export type WireKind = 'UNKNOWN' | 'VIEW' | 'ACTIVE' | 'COMMITTED';
-
-export interface WireTimestamp { seconds: number | string; nanos: number }
-export interface WireMount { type: string; source: string; target: string; options: string[] }
-export interface WireInfo {
-  name: string;
-  parent: string;
-  kind: WireKind;
-  created_at: WireTimestamp | null;
-  updated_at: WireTimestamp | null;
-  labels: Labels;
-}
-
-export interface PrepareSnapshotRequest { snapshotter: string; key: string; parent: string; labels: Labels }
-export type ViewSnapshotRequest = PrepareSnapshotRequest;
-export interface MountsRequest { snapshotter: string; key: string }
-export interface MountsResponse { mounts: WireMount[] }
-export interface RemoveSnapshotRequest { snapshotter: string; key: string }
-export interface CommitSnapshotRequest { snapshotter: string; name: string; key: string; labels: Labels }
-export interface StatSnapshotRequest { snapshotter: string; key: string }
-export interface InfoResponse { info: WireInfo }
-export interface UpdateSnapshotRequest { snapshotter: string; info: WireInfo | null; update_mask: { paths: string[] } | null }
-export interface ListSnapshotsRequest { snapshotter: string; filters: string[] }
-export interface ListSnapshotsResponse { info: WireInfo[] }
-export interface UsageRequest { snapshotter: string; key: string }
-export interface UsageResponse { size: number; inodes: number }
-export interface CleanupRequest { snapshotter: string }
-export type Empty = Record<string, never>;
+export type {
+  CleanupRequest, CommitSnapshotRequest, Empty, Info as WireInfo, Kind as WireKind, ListSnapshotsRequest, ListSnapshotsResponse,
+  Mount as WireMount, MountsRequest, MountsResponse, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+  StatSnapshotResponse as InfoResponse, Timestamp as WireTimestamp, UpdateSnapshotRequest, UsageRequest, UsageResponse,
+  ViewSnapshotRequest,
+} from './generated/snapshots.js';
 
 const KIND_TO_WIRE: Record<Kind, WireKind> = { view: 'VIEW', active: 'ACTIVE', committed: 'COMMITTED' };
 
@@ -50,7 +32,7 @@ export function toWireInfo(i: Info): WireInfo {
 }
 
 export function toWireMounts(ms: Mount[]): MountsResponse {
-  return { mounts: ms.map((m) => ({ type: m.type, source: m.source, target: '', options: m.options })) };
+  return { mounts: ms.map((m): WireMount => ({ type: m.type, source: m.source, target: '', options: m.options })) };
 }
 
 export function toWireUsage(u: Usage): UsageResponse {

@@ -86,14 +86,7 @@ interface Exception {
   matches(v: Violation): boolean;
 }
 
-const EXCEPTIONS: Exception[] = [
-  {
-    why: 'src/cli/fuse-server.ts imports the version from main.ts, which loads fuse-server.ts and daemon.ts; build info is moving to a module of its own (issue 11)',
-    matches: (v) =>
-      v.rule.name === 'no-circular' &&
-      cycleModules(v).every((m) => ['src/cli/main.ts', 'src/cli/fuse-server.ts', 'src/cli/daemon.ts'].includes(m)),
-  },
-];
+const EXCEPTIONS: Exception[] = [];
 
 let found: Violation[] | undefined;
 function violations(): Violation[] {

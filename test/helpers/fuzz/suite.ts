@@ -89,7 +89,7 @@ export class FuzzBench {
     const c = new SnapshotsClient(this.daemon.socket);
     try {
       await c.prepare(key);
-      const kind = (await c.stat(key)).info.kind;
+      const kind = String((await c.stat(key)).info.kind);
       await c.remove(key);
       return kind;
     } finally {
