@@ -7,7 +7,7 @@ import { parseCommand, usageError as commandUsageError } from './args.js';
 import { SnapshotterError } from '../errors.js';
 import { LayerStore } from '../layers/store.js';
 import {
-  credentialsFromEnv, DEFAULT_MAX_UNPACK_ENTRIES, DEFAULT_MAX_UNPACK_RATIO, ingestImage, IngestFailed, Interrupted, LayerRefused,
+  credentialsFromEnv, DEFAULT_MAX_UNPACK_ENTRIES, formatSize, DEFAULT_MAX_UNPACK_RATIO, ingestImage, IngestFailed, Interrupted, LayerRefused,
   parsePlatform, UNPACK_FLOOR_BYTES, type IngestEvent, type Platform,
 } from '../layers/ingest/index.js';
 
@@ -212,15 +212,7 @@ function short(digest: string): string {
 }
 
 export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+  return formatSize(n, true);
 }
 
 export function formatMs(ms: number): string {

@@ -73,9 +73,12 @@ export async function tarDiskFull(stderr: string, storeRoot: string): Promise<'E
   return undefined;
 }
 
-/** The size in words: 204.8 KiB, 19.9 MiB. */
-export function formatSize(n: number): string {
-  if (n < 1024) return `${n} bytes`;
+/**
+ * The size in words: 204.8 KiB, 19.9 MiB; `brief` for a progress column: 512 B, 9.5 MiB, 205 KiB
+ * (one decimal only below 10).
+ */
+export function formatSize(n: number, brief = false): string {
+  if (n < 1024) return brief ? `${n} B` : `${n} bytes`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];
   let v = n / 1024;
   let i = 0;
@@ -83,7 +86,7 @@ export function formatSize(n: number): string {
     v /= 1024;
     i++;
   }
-  return `${v.toFixed(1)} ${units[i]}`;
+  return `${v.toFixed(brief && v >= 10 ? 0 : 1)} ${units[i]}`;
 }
 
 /** The user stopped the run (Ctrl-C, SIGTERM); the unfinished layers were taken away. */

@@ -5,7 +5,7 @@ export { parsePlatform, formatPlatform, DEFAULT_PLATFORM, type Platform } from '
 export { credentialsFromEnv, parseChallenge, type Credentials, type Challenge } from './auth.js';
 export { placeLayer, unpackLayer } from './extract.js';
 export { downloadBlob } from './download.js';
-export { DiskFull, Interrupted, LayerRefused, type RefusalReason } from './faults.js';
+export { DiskFull, formatSize, Interrupted, LayerRefused, type RefusalReason } from './faults.js';
 export { DEFAULT_MAX_UNPACK_ENTRIES, DEFAULT_MAX_UNPACK_RATIO, UNPACK_FLOOR_BYTES } from './bounds.js';
 export { STAGING_DIR } from './staging.js';
 export { imageMetadataDir, recordManifest, METADATA_DIR } from './metadata.js';
