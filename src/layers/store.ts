@@ -5,7 +5,6 @@ import { lstat } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode, InvalidArgument } from '../errors.js';
 import { digestHex, parseDigest, type LayerDigest } from './digest.js';
-import { diskUsage, type DiskUsage } from '../sys/du.js';
 
 export const LAYERS_DIR = '.layers';
 export const LAYERFS_DIR = 'layerfs';
@@ -55,11 +54,6 @@ export class LayerStore {
     }
     return true;
   }
-
-  /** Bytes on disk and inodes of the layer tree, like `du`; hardlinked files count once. */
-  async usage(digest: string): Promise<DiskUsage> {
-    return diskUsage(this.layerPath(digest));
-  }
 }
 
-export type { LayerDigest, DiskUsage };
+export type { LayerDigest };

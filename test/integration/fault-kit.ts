@@ -4,34 +4,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readlinkSync } from 'node:fs';
 import readline from 'node:readline';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import type { FuseObserver } from '../../src/fuse/observer.js';
-import type { Logger } from '../../src/log.js';
+import { LogCapture as BaseLogCapture } from '../helpers/log-capture.js';
 import { waitUntil } from '../helpers/wait.js';
 
-/** Every record a pino logger wrote, parsed. */
-export class LogCapture {
-  readonly records: Record<string, unknown>[] = [];
-  readonly logger: Logger;
-  constructor() {
-    const records = this.records;
-    let partial = '';
-    const stream = new Writable({
-      write(chunk: Buffer, _enc, cb): void {
-        const lines = (partial + chunk.toString()).split('\n');
-        partial = lines.pop() ?? '';
-        for (const l of lines) if (l.trim() !== '') records.push(JSON.parse(l) as Record<string, unknown>);
-        cb();
-      },
-    });
-    this.logger = pino({ level: 'debug' }, stream);
-  }
-
-  mark(): number {
-    return this.records.length;
-  }
-
+/** The shared log capture, with the queries the fault tests ask of it. */
+export class LogCapture extends BaseLogCapture {
   /** Records at warn or above since mark that mention any of the needles. */
   problemsSince(mark: number, needles: readonly string[]): Record<string, unknown>[] {
     return this.records.slice(mark).filter((r) => Number(r.level) >= 40 && needles.some((n) => JSON.stringify(r).includes(n)));
