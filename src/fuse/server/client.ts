@@ -46,8 +46,8 @@ export class RemoteLayerMounter implements LayerMounts {
   }
 
   /** The server's pid and version, as of the last answer. */
-  get server(): { pid: number; version: string } | undefined {
-    return this.last ? { pid: this.last.pid, version: this.last.version } : undefined;
+  get server(): { pid: number; version: string; host?: string } | undefined {
+    return this.last ? { pid: this.last.pid, version: this.last.version, ...(this.last.host !== undefined ? { host: this.last.host } : {}) } : undefined;
   }
 
   async connect(): Promise<void> {

@@ -3,6 +3,7 @@
 // daemon over a private unix socket (socket.ts, wire.ts). It can also hand its mounts to a successor
 // process — the open /dev/fuse descriptors and the node tables — so that the server itself can
 // be upgraded without unmounting anything.
+import { hostname } from 'node:os';
 import fs from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
@@ -110,7 +111,7 @@ export class FuseServer {
   private state(withMounts: boolean): ServerState {
     const counters = this.mounter.counters();
     return {
-      pid: process.pid, version: this.o.version, mountsVersion: this.mounter.mountsVersion, mountCount: counters.active,
+      pid: process.pid, host: hostname(), version: this.o.version, mountsVersion: this.mounter.mountsVersion, mountCount: counters.active,
       ...(withMounts ? { mounts: this.mounter.mountpoints() } : {}),
       counters, cache: this.mounter.cacheStats(),
       ...(this.scope ? { scope: this.scope } : {}),

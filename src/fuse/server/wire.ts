@@ -158,6 +158,11 @@ export interface ServerState {
   pid: number;
   version: string;
   /**
+   * The server's host name (its UTS namespace): on Kubernetes, the pod's name. A daemon tells by
+   * it whether the server that answers is its own pod's (absent from servers of earlier versions).
+   */
+  host?: string;
+  /**
    * Every mountpoint, in answers to hello and reconcile only: a server with thousands of layers
    * would otherwise send them all with every answer. mountsVersion says when a copy is stale.
    */
