@@ -335,7 +335,8 @@ export class FuseServer {
    * them. If the successor fails to start, this process takes its mounts back and goes on.
    */
   private async handover(): Promise<{ pid: number }> {
-    if (this.exiting || this.handing || this.peer) throw new SnapshotterError('FailedPrecondition', 'the FUSE server is already stopping or handing over');
+    // Runs gated (see gated()): requests that change mounts, another handover too, wait for it.
+    if (this.exiting || this.peer) throw new SnapshotterError('FailedPrecondition', 'the FUSE server is already stopping or handing over');
     this.exiting = true;
     this.stopListening(false);
     const handed = await this.mounter.drainForHandover();
