@@ -198,6 +198,9 @@ for (const step of ['received', 'committed'] as const) {
       await waitUntil(() => /serves its mounts again/.test(old.process.log()), { what: 'the old server to take its mounts back', process: old.process, timeoutMs: 60_000 });
       await waitUntil(() => canConnect(old.socket), { what: 'the old server to listen again', timeoutMs: 10_000 });
       assert.equal(await old.pid(), oldPid, 'the pid file names the old server');
+      // Told to serve, the taker had the old server close its listener: it listens again. Before that it never stopped.
+      const listened = old.process.log().split('\n').filter((x) => x.includes('"FUSE server listening"')).length;
+      assert.equal(listened, step === 'committed' ? 2 : 1, 'times the old server started listening');
       const hello = ok(await old.call('hello', {}), 'hello');
       assert.equal(hello.state?.pid, oldPid);
       assert.deepEqual(hello.state?.mounts, [mnt]);
@@ -300,4 +303,31 @@ test('--config takes the store and the tuning keys from the daemon\'s config fil
   });
   assert.equal((await bad.exited).code, 2);
   assert.match(bad.log(), /"store-timeout" must be a whole number of seconds/);
+});
+
+test('handoverTo sends descriptors only to a handover socket of its own user beside the control socket; anything else is refused with nothing drained', async () => {
+  const old = await startFuseServer(scope, { root, store, name: 'refuses' });
+  const l = layers[0] as (typeof layers)[number];
+  const mnt = join(root, 'refuses', 'fs');
+  ok(await old.call('mount', { layerDir: l.dir, mountpoint: mnt }), 'mount');
+  const dir = join(old.socket, '..');
+  await writeFile(join(dir, '.handover-1-0badc0de.sock'), 'not a socket');
+  const cases: [string, unknown][] = [
+    ['a socket in another directory', join(scope.dir, '.handover-1-00000000.sock')],
+    ['the control socket itself', old.socket],
+    ['a handover name that nothing has', join(dir, '.handover-1-12345678.sock')],
+    ['a plain file with a handover name', join(dir, '.handover-1-0badc0de.sock')],
+    ['a relative path', '.handover-1-00000000.sock'],
+    ['no socket at all', undefined],
+  ];
+  for (const [what, socket] of cases) {
+    const a = await old.call('handoverTo', socket === undefined ? {} : { socket });
+    assert.equal(a.error?.kind, 'InvalidArgument', `${what}: ${JSON.stringify(a)}`);
+    assert.equal(await fuseDescriptors(await old.pid()), 1, `${what}: the mount was not drained`);
+  }
+  const other = await old.call('handoverTo', { socket: join(dir, '.handover-1-12345678.sock'), scope: { root, store: '/elsewhere' } });
+  assert.equal(other.error?.kind, 'FailedPrecondition', 'a taker of another store is refused first');
+  assert.equal(await readFile(join(mnt, 'd', 'f'), 'utf8'), l.text);
+  await old.stop();
+  assert.deepEqual(mountsUnder(mnt).map((m) => m.mountPoint), []);
 });
