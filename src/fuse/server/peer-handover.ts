@@ -235,7 +235,10 @@ export class PeerTaker {
     // What the giver answers on the control socket: an early error means no handover.
     let answer: { error?: { kind: string; message: string }; state?: { pid?: number; version?: string } } | undefined;
     let controlClosed = false;
-    readline.createInterface({ input: control, crlfDelay: Infinity }).on('line', (line) => {
+    const lines = readline.createInterface({ input: control, crlfDelay: Infinity });
+    // readline passes the connection's errors on; a reset is seen as the close below.
+    lines.on('error', () => undefined);
+    lines.on('line', (line) => {
       try {
         answer = JSON.parse(line) as typeof answer;
       } catch {
