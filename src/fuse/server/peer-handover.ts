@@ -110,7 +110,7 @@ export class PeerGone extends Error {}
  * in the directory of our control socket (the directory both pods share, private to root).
  */
 export function checkPeerSocket(socket: string, controlSocket: string): void {
-  if (path.dirname(socket) !== path.dirname(controlSocket) || !PEER_SOCKET.test(path.basename(socket))) {
+  if (path.dirname(socket) !== path.resolve(path.dirname(controlSocket)) || !PEER_SOCKET.test(path.basename(socket))) {
     throw new SnapshotterError('InvalidArgument', `handoverTo: socket ${JSON.stringify(socket.slice(0, 300))} is not a handover socket `
       + `(.handover-<pid>-<8 hex>.sock) in ${path.dirname(controlSocket)}, the control socket's directory`);
   }
@@ -224,7 +224,7 @@ export class PeerTaker {
 
   private async receive(controlSocket: string, scope: ServerScope | undefined): Promise<void> {
     const control = this.control as net.Socket;
-    const own = path.join(path.dirname(controlSocket), `.handover-${process.pid}-${randomBytes(4).toString('hex')}.sock`);
+    const own = path.join(path.resolve(path.dirname(controlSocket)), `.handover-${process.pid}-${randomBytes(4).toString('hex')}.sock`);
     const oldUmask = process.umask(0o177);
     let listener: number;
     try {
