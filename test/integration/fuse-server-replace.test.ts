@@ -161,16 +161,31 @@ test('fuse-server --replace takes every mount over from an unrelated running ser
   assert.deepEqual(mountsUnder(root).map((m) => m.mountPoint), [], 'nothing is left mounted');
 });
 
-/** A taker of our own: the project's PeerTaker in a process we can kill at a chosen step. */
-function fakeTaker(socket: string, step: 'received' | 'committed'): Promise<ChildProcess> {
+/**
+ * A taker of our own: the project's PeerTaker in a process we can kill at a chosen step. At
+ * 'read-lookup' it has been told to serve and has read a LOOKUP from the first mount's
+ * connection, which it never answers.
+ */
+function fakeTaker(socket: string, step: 'received' | 'committed' | 'read-lookup', onCommitted?: () => void): Promise<ChildProcess> {
   const mod = new URL('../../src/fuse/server/peer-handover.js', import.meta.url).href;
   const logmod = new URL('../../src/log.js', import.meta.url).href;
   const code = `
+    import fs from 'node:fs';
     import { PeerTaker } from ${JSON.stringify(mod)};
     import { silentLogger } from ${JSON.stringify(logmod)};
     const t = await PeerTaker.ask(process.argv[1], undefined, silentLogger());
     if (!t) { process.stdout.write('nobody\\n'); process.exit(1); }
-    if (process.argv[2] === 'committed') await t.ready();
+    if (process.argv[2] !== 'received') await t.ready();
+    if (process.argv[2] === 'read-lookup') {
+      process.stdout.write('committed\\n');
+      const fd = t.received.state.mounts[0].fd;
+      const buf = Buffer.alloc((1 << 20) + 4096);
+      // The connection is blocking (as handed over): each read waits for the kernel's next request.
+      for (;;) {
+        const n = fs.readSync(fd, buf);
+        if (n >= 40 && buf.readUInt32LE(4) === 1) break;
+      }
+    }
     process.stdout.write(process.argv[2] + ' ' + t.received.state.mounts.length + '\\n');
     setInterval(() => {}, 1 << 30);
   `;
@@ -178,7 +193,11 @@ function fakeTaker(socket: string, step: 'received' | 'committed'): Promise<Chil
   let err = '';
   child.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
   return new Promise((resolve, reject) => {
-    child.stdout?.on('data', (d: Buffer) => { if (d.toString().startsWith(step)) resolve(child); });
+    child.stdout?.on('data', (d: Buffer) => {
+      const text = d.toString();
+      if (text.includes('committed') && onCommitted) onCommitted();
+      if (text.split('\n').some((l) => l.startsWith(step))) resolve(child);
+    });
     child.on('exit', (code) => reject(new Error(`the fake taker exited ${String(code)} before ${step}: ${err}`)));
   });
 }
@@ -219,6 +238,40 @@ for (const step of ['received', 'committed'] as const) {
     assert.deepEqual(mountsUnder(join(root, step)).map((m) => m.mountPoint), [], 'its SIGTERM unmounted the layer');
   });
 }
+
+test('a request the taker read and never answered before it died is answered by the old server, which took the mounts back (the kernel resends it)', async () => {
+  const old = await startFuseServer(scope, { root, store, name: 'giver-resend' });
+  const l = layers[0] as (typeof layers)[number];
+  // A file nobody has looked up yet: its LOOKUP has to reach a server.
+  await writeFile(join(l.dir, 'd', 'unseen'), 'answered after all\n');
+  const mnt = join(root, 'resend', 'fs');
+  ok(await old.call('mount', { layerDir: l.dir, mountpoint: mnt }), 'mount');
+  assert.equal(await readFile(join(mnt, 'd', 'f'), 'utf8'), l.text);
+  let cat: ChildProcess | undefined;
+  let out = '';
+  let catDone: Promise<number | null> = Promise.resolve(null);
+  try {
+    // Once the taker was told to serve, cat looks the file up; the taker reads that LOOKUP and sits on it.
+    const taker = await fakeTaker(old.socket, 'read-lookup', () => {
+      const c = spawn('cat', [join(mnt, 'd', 'unseen')], { stdio: ['ignore', 'pipe', 'pipe'] });
+      c.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+      catDone = new Promise((resolve) => c.on('exit', (code) => resolve(code)));
+      cat = c;
+    });
+    assert.equal(cat?.exitCode, null, 'cat waits: its LOOKUP sits unanswered in the taker');
+    taker.kill('SIGKILL');
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([catDone, new Promise<string>((resolve) => { timer = setTimeout(() => resolve('still waiting after 30 s'), 30_000); })]);
+    clearTimeout(timer);
+    assert.equal(code, 0, 'cat finished: the old server answered the request the dead taker had read');
+    assert.equal(out, 'answered after all\n');
+    assert.match(old.process.log(), /serves its mounts again/);
+  } finally {
+    cat?.kill('SIGKILL');
+  }
+  await old.stop();
+  assert.deepEqual(mountsUnder(mnt).map((m) => m.mountPoint), []);
+});
 
 test('--replace refuses a running server of another root or store, which serves on', async () => {
   const old = await startFuseServer(scope, { root, store, name: 'other-scope' });
