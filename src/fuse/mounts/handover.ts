@@ -17,6 +17,16 @@ import { withDeadline, type MountTable } from './table.js';
 /** /dev/fuse is character device 10:229 (glibc's dev_t encoding). */
 const FUSE_DEVICE = (10 << 8) | 229;
 
+/** Whether fd is open on /dev/fuse (what a predecessor must have sent). */
+export function isFuseDevice(fd: number): boolean {
+  try {
+    const st = fs.fstatSync(fd);
+    return st.isCharacterDevice() && st.rdev === FUSE_DEVICE;
+  } catch {
+    return false;
+  }
+}
+
 /** A live mount handed from one FUSE server process to the next. */
 export interface HandedMount {
   readonly mountpoint: string;
@@ -91,9 +101,8 @@ export async function drainForHandover(host: HandoverHost, timeoutMs: number): P
 }
 
 /** Serves a mount a predecessor handed over; m.fd is the descriptor as numbered in this process. */
-export async function adoptMount(host: HandoverHost, m: HandedMount, log?: Logger): Promise<void> {
-  const st = fs.fstatSync(m.fd);
-  if (!st.isCharacterDevice() || st.rdev !== FUSE_DEVICE) {
+export async function adoptMount(host: HandoverHost, m: HandedMount, log?: Logger, opts: { resend?: boolean } = {}): Promise<void> {
+  if (!isFuseDevice(m.fd)) {
     throw new Error(`handover: descriptor ${m.fd} for ${m.mountpoint} is not /dev/fuse`);
   }
   const location = m.location ?? host.locate(m.layerDir);
@@ -112,6 +121,11 @@ export async function adoptMount(host: HandoverHost, m: HandedMount, log?: Logge
     if (bad > 0) l.warn({ entries: bad }, 'handover: malformed passthrough file entries were left alone; their backing ids stay with the connection until it ends');
   }
   await s.channel.start(false);
+  // Taken back from a successor that died: what it read and never answered is asked again.
+  if (opts.resend) {
+    const r = s.channel.resendUnanswered();
+    if (r < 0) l.warn({ errno: -r }, 'handover: this kernel cannot resend what the failed successor read; those requests wait until the mount goes');
+  }
   startCensus(s, host.serveContext.tuning);
   if (m.detached) {
     host.serveUntilGone(s);
