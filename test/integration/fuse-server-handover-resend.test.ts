@@ -98,6 +98,7 @@ for (const how of ['handover', 'replace'] as const) {
     const oldPid = await old.pid();
 
     // The handover, while the store is still stalled.
+    const began = Date.now();
     let taker: ManagedProcess | undefined;
     if (how === 'handover') {
       const a = ok(await old.call('handover', {}), 'handover');
@@ -113,6 +114,7 @@ for (const how of ['handover', 'replace'] as const) {
     await waitUntil(async () => (await old.pid().catch(() => oldPid)) !== oldPid && await canConnect(old.socket),
       { what: 'the new server to listen on the socket', timeoutMs: 60_000, ...(taker ? { process: taker } : {}) });
     const newPid = await old.pid();
+    const handoverMs = Date.now() - began;
     // The new server has the request (resent by the kernel) and waits for the store with it;
     // or the reader already got its answer from the old server: EIO, what must not happen.
     await waitUntil(async () => reader.exit !== undefined || (await waitingForStore(old)) >= 1,
@@ -142,7 +144,8 @@ for (const how of ['handover', 'replace'] as const) {
       assert.doesNotMatch(old.process.log(), /answered EIO|writing a FUSE reply failed/);
       await old.stop();
     }
-    t.diagnostic(`old server ${oldPid}, new server ${newPid}`);
+    t.diagnostic(`old server ${oldPid}, new server ${newPid}; from asking for the handover to the new server listening: ${handoverMs} ms `
+      + '(the old server waits up to 10 s for the request to be answered before it gives it back)');
     assert.deepEqual(mountsUnder(root).map((m) => m.mountPoint), [], 'the new server\'s SIGTERM unmounted the layer');
   });
 }
