@@ -18,6 +18,7 @@ import { mountsUnder } from '../helpers/mounts.js';
 import { ManagedProcess } from '../helpers/process.js';
 import { Scope } from '../helpers/scope.js';
 import { canConnect, waitUntil } from '../helpers/wait.js';
+import { RESEND_GRACE_MS } from '../../src/fuse/mounts/handover.js';
 import { FaultyStore } from './faulty-store.js';
 
 let scope: Scope;
@@ -145,7 +146,7 @@ for (const how of ['handover', 'replace'] as const) {
       await old.stop();
     }
     t.diagnostic(`old server ${oldPid}, new server ${newPid}; from asking for the handover to the new server listening: ${handoverMs} ms `
-      + '(the old server waits up to 10 s for the request to be answered before it gives it back)');
+      + `(the old server waits up to ${RESEND_GRACE_MS} ms for the request to be answered before it gives it back)`);
     assert.deepEqual(mountsUnder(root).map((m) => m.mountPoint), [], 'the new server\'s SIGTERM unmounted the layer');
   });
 }

@@ -63,15 +63,24 @@ export interface HandoverHost {
 }
 
 /**
+ * How long a handover waits for the requests it read to be answered when the kernel can resend
+ * the rest: nothing reads any mount while it waits, and the successor asks the store again for
+ * a request given back (the layer is read-only, every request can be asked twice).
+ */
+export const RESEND_GRACE_MS = 1000;
+
+/**
  * Stops serving every mount WITHOUT unmounting, and returns what a successor needs to serve
- * them on: the descriptors (still open here) and the node tables.
+ * them on: the descriptors (still open here) and the node tables. Requests already read are
+ * waited for up to timeoutMs, or RESEND_GRACE_MS when every connection's kernel can resend.
  */
 export async function drainForHandover(host: HandoverHost, timeoutMs: number): Promise<HandedMount[]> {
   const { table } = host;
   const all = [...table.served.values()].map((s) => ({ s, detached: false }))
     .concat([...table.draining].map((s) => ({ s, detached: true })));
   for (const { s } of all) s.channel.stop();
-  await withDeadline(Promise.all(all.map(({ s }) => s.channel.quiesced())), timeoutMs, 'answering the requests read before the handover')
+  const wait = all.every(({ s }) => s.channel.canResend === true) ? Math.min(timeoutMs, RESEND_GRACE_MS) : timeoutMs;
+  await withDeadline(Promise.all(all.map(({ s }) => s.channel.quiesced())), wait, 'answering the requests read before the handover')
     .catch(() => undefined);
   const handed: HandedMount[] = [];
   for (const { s, detached } of all) {
