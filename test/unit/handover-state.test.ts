@@ -11,8 +11,10 @@ const mount = {
 };
 
 test('a well-formed state passes, with its scope', () => {
-  const s = checkHandoverState({ mounts: [mount, { ...mount, fd: 1, detached: true, passthrough: true, files: { nextFh: 4, files: [] } }], scope: { root: '/r', store: '/s' } });
+  const s = checkHandoverState({ mounts: [mount, { ...mount, fd: 1, detached: true, passthrough: true, resend: true, files: { nextFh: 4, files: [] } }], scope: { root: '/r', store: '/s' } });
   assert.equal(s.mounts.length, 2);
+  assert.equal(s.mounts[1]?.resend, true, 'whether the kernel can resend is carried over');
+  assert.equal(s.mounts[0]?.resend, undefined, 'absent when the giver did not know');
   assert.deepEqual(s.scope, { root: '/r', store: '/s' });
   // An earlier version's state, without location or detached, is still read.
   const { location: _l, detached: _d, ...old } = mount;
@@ -30,6 +32,8 @@ test('a malformed state is refused, saying which mount and what is wrong', () =>
     ['a descriptor that is not an integer', { mounts: [{ ...mount, fd: 1.5 }] }, /lacks a descriptor/],
     ['no node table', { mounts: [{ ...mount, nodes: null }] }, /node table/],
     ['detached as a string', { mounts: [{ ...mount, detached: 'yes' }] }, /detached that is not true or false/],
+    ['resend as a number', { mounts: [{ ...mount, resend: 1 }] }, /resend that is not true or false/],
+    ['resend as null', { mounts: [{ ...mount, resend: null }] }, /resend that is not true or false/],
     ['a location that climbs out', { mounts: [{ ...mount, location: { trusted: '/s', relative: '../etc' } }] }, /malformed layer location/],
     ['an absolute relative location', { mounts: [{ ...mount, location: { trusted: '/s', relative: '/etc' } }] }, /malformed layer location/],
     ['malformed passthrough files', { mounts: [{ ...mount, files: { files: 3 } }] }, /malformed passthrough files/],

@@ -27,7 +27,7 @@ export function checkHandoverState(v: unknown): HandoverState {
     if (!absolute(m.mountpoint) || !absolute(m.layerDir)) throw bad('lacks an absolute mountpoint or layer directory');
     if (typeof m.fd !== 'number' || !Number.isSafeInteger(m.fd) || m.fd < 0) throw bad('lacks a descriptor');
     if (!isObject(m.nodes) || typeof m.nodes.next !== 'string' || !Array.isArray(m.nodes.nodes)) throw bad('lacks its node table');
-    for (const k of ['detached', 'passthrough', 'xattrFree'] as const) if (m[k] !== undefined && typeof m[k] !== 'boolean') throw bad(`has a ${k} that is not true or false`);
+    for (const k of ['detached', 'passthrough', 'xattrFree', 'resend'] as const) if (m[k] !== undefined && typeof m[k] !== 'boolean') throw bad(`has a ${k} that is not true or false`);
     if (m.files !== undefined && (!isObject(m.files) || typeof m.files.nextFh !== 'number' || !Array.isArray(m.files.files))) throw bad('has malformed passthrough files');
     if (m.location !== undefined) {
       const l = m.location;
