@@ -21,10 +21,13 @@ export const BIN_PATH = fileURLToPath(new URL('../../../bin/cvmfs-snapshotter', 
  *   garbage not yet collected), as it did with a 2 GiB limit, and stayed at 68-70 MiB with
  *   256 MiB to 1 GiB, for the same CPU (three cycles: 1,990-2,000 ms against 1,980-2,010 ms, two
  *   more mark-compacts of ~6 ms each).
+ * - One V8 platform thread instead of four: the server's heap is small, so its collections need
+ *   little help, and each thread costs a stack and a malloc arena (1.8 MiB less RSS after two
+ *   walks of that layer, 64.6 -> 62.8 MiB, census and walks 650 -> 660 ms of CPU, medians of 5).
  */
 export function fuseServerNodeFlags(cacheBytes: number = DEFAULT_CACHE_BYTES): string[] {
   const oldSpaceMiB = Math.max(1024, Math.ceil((8 * cacheBytes) / (1024 * 1024)));
-  return ['--max-semi-space-size=1', `--max-old-space-size=${oldSpaceMiB}`];
+  return ['--max-semi-space-size=1', `--max-old-space-size=${oldSpaceMiB}`, '--v8-pool-size=1'];
 }
 
 let cached: string | undefined;
