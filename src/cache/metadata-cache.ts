@@ -41,6 +41,8 @@ export interface MetadataCacheOptions {
   maxBytes: number;
   /** An extra bound on the number of entries; none by default. */
   maxEntries?: number;
+  /** How long dropped namespaces wait for others to share one pass over the keys (default 50 ms). */
+  dropDelayMs?: number;
 }
 
 /** What one entry costs beyond its key and value: the LRU's node and the answer object. */
@@ -52,8 +54,11 @@ export class MetadataCache<V extends object> {
   private negativeHits = 0;
   private misses = 0;
   private evictions = 0;
+  /** Namespaces whose keys go on the next turn of the event loop (dropNamespace). */
+  private readonly dropping = new Set<string>();
   readonly maxBytes: number;
   readonly maxEntries: number;
+  private readonly dropDelayMs: number;
 
   constructor(opts: MetadataCacheOptions) {
     if (!Number.isSafeInteger(opts.maxBytes) || opts.maxBytes < 4096) {
@@ -64,6 +69,10 @@ export class MetadataCache<V extends object> {
     }
     this.maxBytes = opts.maxBytes;
     this.maxEntries = opts.maxEntries ?? 0;
+    if (opts.dropDelayMs !== undefined && (!Number.isSafeInteger(opts.dropDelayMs) || opts.dropDelayMs < 0)) {
+      throw new RangeError(`cache dropDelayMs must be a whole number of milliseconds, got ${String(opts.dropDelayMs)}`);
+    }
+    this.dropDelayMs = opts.dropDelayMs ?? 50;
     this.lru = new LRUCache<string, CacheAnswer<V>>({
       maxSize: opts.maxBytes,
       // A value too big for the whole budget is simply not kept.
@@ -120,6 +129,30 @@ export class MetadataCache<V extends object> {
 
   clear(): void {
     this.lru.clear();
+  }
+
+  /**
+   * Drops every key of a namespace, ns being a key's text up to and including its first NUL
+   * (a layer's keys, once it is unmounted: nothing will ask for them again, and until the LRU
+   * reached them they would hold memory a remount of the same layer fills again). Done
+   * dropDelayMs later, in one pass over the keys for every namespace dropped meanwhile, so that
+   * unmounting thousands of layers one after the other (5,000 took 1.4 s) costs a few dozen
+   * passes, not thousands.
+   */
+  dropNamespace(ns: string): void {
+    if (!ns.endsWith('\0') || ns.indexOf('\0') !== ns.length - 1) throw new RangeError('a cache namespace ends with its only NUL');
+    if (this.dropping.size === 0) setTimeout(() => this.dropPending(), this.dropDelayMs).unref();
+    this.dropping.add(ns);
+  }
+
+  private dropPending(): void {
+    const gone: string[] = [];
+    for (const k of this.lru.keys()) {
+      const end = k.indexOf('\0');
+      if (end >= 0 && this.dropping.has(k.slice(0, end + 1))) gone.push(k);
+    }
+    this.dropping.clear();
+    for (const k of gone) this.lru.delete(k);
   }
 
   stats(): CacheStats {

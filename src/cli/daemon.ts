@@ -6,7 +6,7 @@ import { Snapshotter } from '../snapshotter/snapshotter.js';
 import { createStoreLayers } from '../remote/index.js';
 import { RemoteLayerMounter } from '../fuse/server/client.js';
 import { spawnDetached } from '../sys/exec.js';
-import { BIN_PATH, FUSE_SERVER_NODE_FLAGS } from './build-info.js';
+import { BIN_PATH, fuseServerNodeFlags } from './build-info.js';
 import { CleanupStack } from './cleanup-stack.js';
 import { resolve } from 'node:path';
 import { SocketServer } from '../server/server.js';
@@ -62,7 +62,7 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
       log: layerLog,
       scope,
       startServer: () => {
-        const pid = spawnDetached(process.execPath, [...FUSE_SERVER_NODE_FLAGS, BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
+        const pid = spawnDetached(process.execPath, [...fuseServerNodeFlags(config.metadataCacheBytes), BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
           '--root', scope.root, '--store', scope.store,
           '--cache-entries', String(config.metadataCacheEntries), '--cache-bytes', String(config.metadataCacheBytes),
           '--passthrough', config.fusePassthrough ? 'on' : 'off', '--store-timeout', String(config.storeTimeoutSec),

@@ -11,7 +11,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { parseCommand, usageError } from './args.js';
 import { ConfigError, DEFAULT_FUSE_SOCKET, loadConfig, type Config } from './config.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_TUNING } from '../fuse/tuning.js';
-import { BIN_PATH, FUSE_SERVER_NODE_FLAGS, version } from './build-info.js';
+import { BIN_PATH, fuseServerNodeFlags, version } from './build-info.js';
 
 const USAGE = `Usage: cvmfs-snapshotter fuse-server [--socket SOCK] [--config FILE] [--root DIR [--store DIR]] [--replace]
                                      [--log-level LEVEL] [--cache-bytes N] [--cache-entries N] [--passthrough on|off]
@@ -149,7 +149,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     ...(root !== undefined && store !== undefined ? { scope: { root, store: resolve(store) } } : {}),
     tuning,
     pidFile: `${socket}.pid`,
-    successorCommand: [process.execPath, ...FUSE_SERVER_NODE_FLAGS, BIN_PATH],
+    successorCommand: [process.execPath, ...fuseServerNodeFlags(typeof cacheBytes === 'number' ? cacheBytes : undefined), BIN_PATH],
     // The successor takes the scope from the handover state.
     successorArgs: [
       '--log-level', level,

@@ -179,6 +179,7 @@ export class Bridge implements FuseHandler {
   ended(): void {
     this.pending.clear();
     this.paging.dropLayer(this.fs.namespace);
+    this.fs.forgetCached();
     this.files.closeAll();
   }
 

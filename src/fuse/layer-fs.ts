@@ -70,6 +70,11 @@ export class LayerFs {
     return this.store;
   }
 
+  /** The layer is unmounted: what the cache holds of it goes (its namespace is never used again). */
+  forgetCached(): void {
+    this.cache.dropNamespace(this.namespace);
+  }
+
   /** The listing of dir if it is cached now; never asks the store. */
   cachedListing(dir: string): Listing | undefined {
     const a = this.cache.get(this.key('d', dir));

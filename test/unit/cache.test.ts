@@ -78,3 +78,25 @@ test('the bounds must be sane', () => {
   assert.throws(() => new MetadataCache<V>({ maxBytes: 1.5e6 + 0.5 }), RangeError);
   assert.throws(() => new MetadataCache<V>({ maxBytes: 1 << 20, maxEntries: 0 }), RangeError);
 });
+
+test('dropping a namespace frees its keys after the drop delay, and only its keys', async () => {
+  const c = new MetadataCache<V>({ maxBytes: 1 << 20, dropDelayMs: 20 });
+  for (let i = 0; i < 100; i++) {
+    c.setValue(`1\0d/dir${i}`, { n: i }, 100);
+    c.setAbsent(`2\0e/miss${i}`, 'ENOENT');
+    c.setValue(`12\0d/dir${i}`, { n: i }, 100);
+  }
+  const before = c.stats().bytes;
+  c.dropNamespace('1\0');
+  c.dropNamespace('2\0');
+  assert.equal(c.stats().size, 300, 'nothing goes before the delay');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const s = c.stats();
+  assert.equal(s.size, 100, "only namespace 12's keys are left");
+  assert.ok(s.bytes < before / 2, `${s.bytes} bytes held after the drop, ${before} before`);
+  assert.equal(s.evictions, 0, 'a drop is not an eviction');
+  assert.deepEqual(c.peek('12\0d/dir7'), valueAnswer({ n: 7 }));
+  assert.equal(c.peek('1\0d/dir7'), undefined);
+  assert.throws(() => c.dropNamespace('1'), RangeError);
+  assert.throws(() => c.dropNamespace('1\0x\0'), RangeError);
+});

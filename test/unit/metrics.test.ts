@@ -1,6 +1,8 @@
 // The metric definitions and the merge of registries, without a daemon.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Counter, Registry } from 'prom-client';
 import type { MounterCounters } from '../../src/fuse/index.js';
 import type { CacheStats } from '../../src/cache/index.js';
@@ -35,7 +37,7 @@ test('the FUSE observer and the mounter counters show up in the FUSE registry', 
   m.observer.op('read', 0.0004, 0);
   m.observer.bytesServed(4096);
   m.observer.bytesServed(100);
-  let s = samples(await m.registry.metrics());
+  let s = samples(await (await m.registry()).metrics());
   assert.equal(s.get('cvmfs_snapshotter_fuse_request_duration_seconds_count{op="lookup"}'), 2);
   assert.equal(s.get('cvmfs_snapshotter_fuse_request_duration_seconds_count{op="read"}'), 1);
   assert.equal(s.get('cvmfs_snapshotter_fuse_request_duration_seconds_bucket{le="0.000025",op="lookup"}'), 1);
@@ -52,7 +54,7 @@ test('the FUSE observer and the mounter counters show up in the FUSE registry', 
   counters.mounts = 5;
   counters.active = 0;
   cache.hits = 11;
-  s = samples(await m.registry.metrics());
+  s = samples(await (await m.registry()).metrics());
   assert.equal(s.get('cvmfs_snapshotter_layer_mounts_total'), 5);
   assert.equal(s.get('cvmfs_snapshotter_layers_mounted'), 0);
   assert.equal(s.get('cvmfs_snapshotter_metadata_cache_hits_total'), 11);
@@ -98,4 +100,16 @@ test('merging: families of one source pass through, shared ones add up, a failin
   assert.equal(s.get('only_b_total'), 3, 'an "omit" family of a single source is kept');
   assert.equal(s.get('shared_total{k="x"}'), 5);
   assert.match(text, /# HELP only_a_total a\n# TYPE only_a_total counter/);
+});
+
+test('the FUSE server process does not load prom-client: its metrics are counted and rendered without it', () => {
+  // In a child, so that what this test file imports does not count.
+  const entry = fileURLToPath(new URL('../../src/cli/fuse-server.js', import.meta.url));
+  const script = `import { createRequire } from 'node:module';
+await import(${JSON.stringify(entry)});
+const loaded = Object.keys(createRequire(import.meta.url).cache).filter((k) => k.includes('/node_modules/prom-client/'));
+process.stdout.write(JSON.stringify(loaded));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), [], 'prom-client modules loaded by the FUSE server command');
 });
