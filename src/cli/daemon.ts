@@ -113,7 +113,7 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
       });
       // A listening socket would keep the process alive after everything else stopped.
       base.push('metrics server', () => metricsServer.close());
-      log.info({ url: metricsServer.url }, 'serving metrics, /livez and /readyz');
+      log.info({ url: metricsServer.url, health: ['/livez', '/readyz'] }, 'serving metrics');
     }
 
     // Layers are served by a separate long-lived process, so that this one can restart without
@@ -200,17 +200,29 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
   return failures.length === 0 ? 0 : 1;
 }
 
+/** How long a daemon that serves gRPC may take to listen on its control socket too (it does so right after). */
+const CONTROL_SOCKET_GRACE_MS = 3000;
+
 /** Asks the daemon serving on the address (if any) to step down, and waits until it has. */
 async function takeOver(opts: DaemonOptions, controlPath: string, log: Logger): Promise<void> {
-  try {
-    const { pid } = await askToStepDown(controlPath, { pid: process.pid, host: hostname() }, opts.replaceTimeoutSec * 1000);
-    log.info({ predecessor: pid, address: opts.address }, 'the daemon that served before stepped down; taking over');
-  } catch (err) {
-    if (!(err instanceof NoControlSocket)) throw err;
-    if (await socketAnswers(opts.address)) {
-      throw new Error(`another process is serving on ${opts.address}, and nothing answers on its control socket ${controlPath}: `
-        + 'it is not a daemon that can step down (one older than --replace?); stop it first');
+  const deadline = Date.now() + CONTROL_SOCKET_GRACE_MS;
+  for (;;) {
+    try {
+      const { pid } = await askToStepDown(controlPath, { pid: process.pid, host: hostname() }, opts.replaceTimeoutSec * 1000);
+      log.info({ predecessor: pid, address: opts.address }, 'the daemon that served before stepped down; taking over');
+      return;
+    } catch (err) {
+      if (!(err instanceof NoControlSocket)) throw err;
+      if (!await socketAnswers(opts.address)) {
+        log.info({ address: opts.address }, 'no daemon serves on the address; starting (--replace had nothing to replace)');
+        return;
+      }
+      // A daemon that has just started serving gRPC listens on its control socket a moment later.
+      if (Date.now() > deadline) {
+        throw new Error(`another process is serving on ${opts.address}, and nothing answers on its control socket ${controlPath}: `
+          + 'it is not a daemon that can step down (one older than --replace?); stop it first');
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    log.info({ address: opts.address }, 'no daemon serves on the address; starting (--replace had nothing to replace)');
   }
 }

@@ -5,7 +5,7 @@
 // serves with its own FUSE server holding every mount its snapshots need.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -63,7 +63,7 @@ async function remoteLayer(c: SnapshotsClient, key: string, target: string, laye
 
 const messages = (records: LogRecord[]): string[] => records.map((r) => String(r.msg));
 
-test('--replace: the serving daemon steps down and idles, the new one serves the same snapshots and mounts, the old one exits 0 on SIGTERM having removed nothing', async () => {
+test('--replace: the serving daemon steps down and idles, the new one serves the same snapshots and mounts, the old one exits 0 on SIGTERM having removed nothing', async (t) => {
   const portA = await freePort();
   const a: Daemon = await startDaemon(scope, { name: 'a', configToml: config(portA), logLevel: 'info' });
   const ca = new SnapshotsClient(a.socket);
@@ -75,7 +75,7 @@ test('--replace: the serving daemon steps down and idles, the new one serves the
   const { mounts } = await ca.prepare('container', 'layer-0');
   const lower = mountDirs(mounts).lower[0] as string;
   assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content, 'the layer reads through its mount');
-  ca.close();
+  // ca stays connected through the takeover, as containerd's connection does.
   assert.equal((await get(portA, '/readyz')).status, 200, 'A is ready before');
   const recordsBefore = readRecords(a.root);
   const dirsBefore = (await readdir(join(a.root, 'snapshots'))).sort();
@@ -100,6 +100,16 @@ test('--replace: the serving daemon steps down and idles, the new one serves the
   assert.ok(opened >= 0, `B says it took over: ${messages(bRecords).join(' | ')}`);
   assert.equal(bRecords[opened]?.predecessor, a.pid);
 
+  const aRecords = a.logRecords();
+  const at = (records: LogRecord[], msg: string): number => Number(records.find((r) => r.msg === msg)?.time);
+  const asked = at(aRecords, 'stepping down for a new daemon: no new calls; snapshots and mounts are kept');
+  t.diagnostic(`step-down took ${at(aRecords, 'stepped down: the new daemon serves; idle until SIGTERM or SIGINT') - asked} ms; `
+    + `no daemon served gRPC for ${at(parseJsonLines(b.log()), 'serving containerd.services.snapshots.v1.Snapshots') - asked} ms`);
+  assert.equal((await stat(join(a.socket, '..', 'daemon-control.sock'))).mode & 0o777, 0o600, 'B\'s control socket is 0600');
+
+  // The connection made to A reaches B now, as containerd's does.
+  await waitUntil(() => ca.stat('plain-committed').then(() => true, () => false), { what: 'the old connection to reach B', timeoutMs: 30_000 });
+  ca.close();
   const cb = new SnapshotsClient(a.socket);
   try {
     assert.equal((await cb.stat('plain-committed')).info.kind, 'COMMITTED');
@@ -141,25 +151,34 @@ test('--replace: the serving daemon steps down and idles, the new one serves the
   assert.deepEqual(await mountpointsUnder(a.root), mountsBefore, 'B leaves the mounts to the FUSE server too');
 });
 
-test('--replace gives up with a clear message when the serving daemon does not answer in time', async () => {
+test('--replace gives up with a clear message when the serving daemon does not answer in time, or has no control socket', async () => {
   const dir = await scope.mkdir('silent');
   const address = join(dir, 'run', 'snapshotter.sock');
   await scope.mkdir('silent', 'run');
   // Something serves on the address, and something accepts on the control socket but never answers.
   const held: net.Socket[] = [];
   const listeners = await Promise.all([address, join(dir, 'run', 'daemon-control.sock')].map((p) => new Promise<net.Server>((resolve) => {
-    const s = net.createServer((c) => { held.push(c); });
+    // Reads and drops what it is sent (a paused socket would never see its peer hang up).
+    const s = net.createServer((c) => { held.push(c); c.resume(); });
     s.listen(p, () => resolve(s));
   })));
   try {
-    const r = await runCli(['--address', address, '--root', join(dir, 'root'), '--config', await writeConfig(dir), '--replace', '--replace-timeout', '1',
-      '--external-fuse-server', '--fuse-socket', (await privateFuseServer('silent-fuse', join(dir, 'root'))).socket], { timeoutMs: 60_000 });
+    const args = ['--address', address, '--root', join(dir, 'root'), '--config', await writeConfig(dir), '--replace', '--replace-timeout', '1',
+      '--external-fuse-server', '--fuse-socket', (await privateFuseServer('silent-fuse', join(dir, 'root'))).socket];
+    const r = await runCli(args, { timeoutMs: 60_000 });
     assert.notEqual(r.code, 0, 'it does not start');
     assert.match(r.stderr, /did not say it stepped down within 1 s \(--replace-timeout\)/);
     assert.equal(await readdir(join(dir, 'root')).then((n) => n.includes('snapshots'), () => false), false, 'it did not open the root');
+
+    // Something serves on the address, but no control socket answers: not a daemon that can step down.
+    await new Promise((resolve) => (listeners[1] as net.Server).close(resolve));
+    const r2 = await runCli(args, { timeoutMs: 60_000 });
+    assert.notEqual(r2.code, 0, 'it does not start');
+    assert.match(r2.stderr, /another process is serving on .*, and nothing answers on its control socket .*daemon-control\.sock: it is not a daemon that can step down/);
+    assert.equal(await readdir(join(dir, 'root')).then((n) => n.includes('snapshots'), () => false), false, 'it did not open the root');
   } finally {
     for (const c of held) c.destroy();
-    await Promise.all(listeners.map((s) => new Promise((resolve) => s.close(resolve))));
+    await Promise.all(listeners.map((s) => new Promise((resolve) => (s.listening ? s.close(resolve) : resolve(undefined)))));
   }
 });
 
