@@ -99,6 +99,10 @@ test('--replace: the serving daemon steps down and idles, the new one serves the
   const opened = bRecords.findIndex((r) => r.msg === 'the daemon that served before stepped down; taking over');
   assert.ok(opened >= 0, `B says it took over: ${messages(bRecords).join(' | ')}`);
   assert.equal(bRecords[opened]?.predecessor, a.pid);
+  // The root changes hands only once A has let go of it (one clock: both logs are this machine's).
+  const aLetGo = Number(stepped.time);
+  const bOpened = Number(bRecords.find((r) => r.msg === 'serving containerd.services.snapshots.v1.Snapshots')?.time);
+  assert.ok(Number(bRecords[opened]?.time) >= aLetGo && bOpened >= aLetGo, 'B opened the root after A stepped down');
 
   const aRecords = a.logRecords();
   const at = (records: LogRecord[], msg: string): number => Number(records.find((r) => r.msg === msg)?.time);
