@@ -22,8 +22,8 @@ Options:
   --fuse-socket SOCK the FUSE server's control socket (default: fuse-server.sock beside --address);
                      the daemon starts a FUSE server there when none answers
   --external-fuse-server
-                     never start a FUSE server: wait (logging) until one answers on
-                     --fuse-socket, and reconnect to whichever answers there after a drop
+                     never start a FUSE server: wait (logging) until one of this host answers
+                     on --fuse-socket, and reconnect to whichever answers there after a drop
   --replace          if another daemon serves on --address, ask it to step down (through
                      ${CONTROL_SOCKET_NAME} beside --address) and take over once it has; the old
                      one stays idle, removing nothing, until SIGTERM

@@ -11,7 +11,8 @@ import type { Logger } from '../log.js';
 
 export type Phase =
   | { name: 'starting' }
-  | { name: 'waiting-for-fuse-server' }
+  /** foreignHost: a server answers, but from another host (another pod's, during an upgrade). */
+  | { name: 'waiting-for-fuse-server'; foreignHost?: string }
   | { name: 'replacing' }
   | { name: 'serving' }
   | { name: 'stepping-down'; successor: Successor }
@@ -38,7 +39,9 @@ export function phaseReason(p: Phase, v: Pick<ServingView, 'address' | 'fuseSock
   switch (p.name) {
     case 'serving': return undefined;
     case 'starting': return 'starting';
-    case 'waiting-for-fuse-server': return `waiting for a FUSE server to answer on ${v.fuseSocket}`;
+    case 'waiting-for-fuse-server': return p.foreignHost === undefined
+      ? `waiting for a FUSE server to answer on ${v.fuseSocket}`
+      : `waiting for this host's FUSE server on ${v.fuseSocket}; the one answering runs on host ${JSON.stringify(p.foreignHost)}`;
     case 'replacing': return `waiting for the daemon serving on ${v.address} to step down`;
     case 'stepping-down': return `stepping down for the daemon with pid ${p.successor.pid} on host ${p.successor.host}`;
     case 'stepped-down': return `stepped down for the daemon with pid ${p.successor.pid} on host ${p.successor.host}; idle until SIGTERM`;
@@ -107,5 +110,35 @@ export async function waitForFuseServer(socket: string, log: Logger, signal: Abo
       }
     }
     await sleep(200, undefined, { signal }).catch(() => undefined);
+  }
+}
+
+/**
+ * Waits until the FUSE server answering on socket runs on ownHost (or is too old to say its
+ * host): during a rolling update the old pod's server answers until the new pod's takes its
+ * mounts over, and the daemon takes over from its own predecessor only once its own pod's server
+ * serves. Calls onForeign with the host of a server that is another's; logs every logEveryMs.
+ */
+export async function waitForOwnFuseServer(
+  probe: () => Promise<{ server: { pid: number; host?: string } }>,
+  o: { socket: string; ownHost: string; log: Logger; signal: AbortSignal; onForeign: (host: string) => void; logEveryMs?: number },
+): Promise<void> {
+  let logged = -Infinity;
+  for (;;) {
+    if (o.signal.aborted) throw new StopRequested('stopped while waiting for this host\'s FUSE server');
+    let why: Record<string, unknown>;
+    try {
+      const { server } = await probe();
+      if (server.host === undefined || server.host === o.ownHost) return;
+      o.onForeign(server.host);
+      why = { pid: server.pid, host: server.host };
+    } catch (err) {
+      why = { error: err instanceof Error ? err.message : String(err) };
+    }
+    if (Date.now() - logged >= (o.logEveryMs ?? 5000)) {
+      logged = Date.now();
+      o.log.info({ socket: o.socket, ownHost: o.ownHost, server: why }, 'waiting for this host\'s FUSE server: the one answering is another\'s (--external-fuse-server)');
+    }
+    await sleep(500, undefined, { signal: o.signal }).catch(() => undefined);
   }
 }

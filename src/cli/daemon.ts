@@ -18,7 +18,7 @@ import {
 import { loadConfig } from './config.js';
 import { hostname } from 'node:os';
 import { askToStepDown, controlSocketPath, listenDaemonControl, NoControlSocket, type Successor } from './daemon-control.js';
-import { phaseReason, readiness, StopRequested, waitForFuseServer, type Phase, type ServingView } from './daemon-health.js';
+import { phaseReason, readiness, StopRequested, waitForFuseServer, waitForOwnFuseServer, type Phase, type ServingView } from './daemon-health.js';
 import { socketAnswers } from '../server/socket.js';
 
 export async function runDaemon(opts: DaemonOptions, version: string): Promise<number> {
@@ -118,7 +118,8 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
 
     // Layers are served by a separate long-lived process, so that this one can restart without
     // breaking a running container; it is started here when none answers, unless someone else
-    // starts it (--external-fuse-server: the FUSE server's own container on Kubernetes).
+    // starts it (--external-fuse-server: the FUSE server's own container on Kubernetes, waited
+    // for until the server answering is this pod's, not the old pod's it takes the mounts from).
     const scope = { root, store: resolve(config.absoluteMountpoint) };
     const startServer = (): number | undefined => {
       const pid = spawnDetached(process.execPath, [...FUSE_SERVER_NODE_FLAGS, BIN_PATH, 'fuse-server', '--socket', opts.fuseSocket, '--log-level', opts.logLevel,
@@ -142,6 +143,10 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
     if (opts.externalFuseServer) {
       phase = { name: 'waiting-for-fuse-server' };
       await waitForFuseServer(opts.fuseSocket, log, stopRequested.signal);
+      await waitForOwnFuseServer(() => m.probe(), {
+        socket: opts.fuseSocket, ownHost: hostname(), log, signal: stopRequested.signal,
+        onForeign: (host) => { phase = { name: 'waiting-for-fuse-server', foreignHost: host }; },
+      });
     }
     await m.connect();
     log.info({ fuseServer: m.server, mounts: m.mountpoints().length }, 'connected to the FUSE server');

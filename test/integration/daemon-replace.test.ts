@@ -197,7 +197,7 @@ async function privateFuseServer(name: string, root: string): ReturnType<typeof 
   return startFuseServer(scope, { name, root, store });
 }
 
-test('--external-fuse-server: the daemon starts no FUSE server, waits for one, serves once one answers, and /readyz follows the server', async () => {
+test('--external-fuse-server: the daemon starts no FUSE server, waits for one of its own host, serves once one answers, and /readyz follows the server', async () => {
   const name = 'ext';
   const dir = await scope.mkdir(name);
   const root = await scope.mkdir(name, 'root');
@@ -217,13 +217,13 @@ test('--external-fuse-server: the daemon starts no FUSE server, waits for one, s
   const servers = processesMentioning(fuseSocket).filter((p) => p.pid !== d.pid);
   assert.deepEqual(servers, [], 'the daemon started no FUSE server');
 
-  // A server that answers from another host (another pod's): the daemon serves, but is not ready.
+  // A server that answers from another host (the old pod's, during an upgrade): the daemon waits on.
   const foreign = await startFuseServerAs(scope, 'ext-fuse', 'not-this-pod', { root, store, socket: fuseSocket });
-  let wrongHost = { status: 0, body: '' };
-  await waitUntil(async () => /runs on host/.test((wrongHost = await get(port, '/readyz')).body), { what: 'the daemon to see the other host\'s server', timeoutMs: 30_000 });
-  assert.equal(wrongHost.status, 503);
-  assert.equal(wrongHost.body, `the FUSE server on ${fuseSocket} (pid ${foreign.pid}) runs on host "not-this-pod", not on this daemon's host ${JSON.stringify(hostname())}: it is not this pod's server\n`);
-  assert.ok(await canConnect(address), 'the daemon serves gRPC');
+  await waitForLog(d, (r) => r.msg === 'waiting for this host\'s FUSE server: the one answering is another\'s (--external-fuse-server)'
+    && (r.server as { host?: string } | undefined)?.host === 'not-this-pod', 'the daemon to say the server is another host\'s');
+  const foreignWait = await get(port, '/readyz');
+  assert.deepEqual(foreignWait, { status: 503, body: `waiting for this host's FUSE server on ${fuseSocket}; the one answering runs on host "not-this-pod"\n` });
+  assert.equal(await canConnect(address), false, 'no gRPC while only another host\'s server answers');
   await foreign.stop();
 
   // This host's server on the same socket: the daemon reconnects and is ready.
@@ -248,7 +248,16 @@ test('--external-fuse-server: the daemon starts no FUSE server, waits for one, s
     c.close();
   }
 
+  // Its server replaced by another host's (a handover to another pod): serving, but not ready.
   await server.stop();
+  const other = await startFuseServerAs(scope, 'ext-fuse', 'not-this-pod', { root, store, socket: fuseSocket });
+  let wrongHost = { status: 0, body: '' };
+  await waitUntil(async () => /runs on host/.test((wrongHost = await get(port, '/readyz')).body), { what: 'the daemon to see the other host\'s server', timeoutMs: 30_000 });
+  assert.equal(wrongHost.status, 503);
+  assert.equal(wrongHost.body, `the FUSE server on ${fuseSocket} (pid ${other.pid}) runs on host "not-this-pod", not on this daemon's host ${JSON.stringify(hostname())}: it is not this pod's server\n`);
+  assert.ok(await canConnect(address), 'the daemon still serves gRPC');
+
+  await other.stop();
   assert.match(await readyzBecomes(port, 503, 'the server gone'), new RegExp(`^the FUSE server on ${fuseSocket} does not answer`));
   assert.equal((await get(port, '/livez')).status, 200);
   assert.deepEqual(processesMentioning(fuseSocket).filter((p) => p.pid !== d.pid), [], 'still no FUSE server of the daemon\'s own');
