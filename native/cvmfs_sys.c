@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/mount.h>
@@ -32,6 +33,7 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -1355,6 +1357,230 @@ static napi_value js_seqpacket_pair(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+// ---- descriptor passing between unrelated processes ----------------------------------------
+// A FUSE server hands its /dev/fuse descriptors to a successor that is not its child (another
+// pod) over an AF_UNIX SOCK_SEQPACKET socket with SCM_RIGHTS. Every socket here is
+// non-blocking, and every wait is a poll() with a timeout the caller gives, so that a peer that
+// stops answering never blocks the event loop longer than that.
+
+// Most descriptors one message carries (the kernel's SCM_MAX_FD is 253).
+#define FDPASS_MAX_FDS 250
+// Most bytes one message carries: what the default socket buffers take in one piece.
+#define FDPASS_MAX_BYTES (128 * 1024)
+
+static int unix_address(napi_env env, napi_value v, struct sockaddr_un *sa) {
+  char *path;
+  size_t len = 0;
+  if (!arg_cstr(env, v, &path, &len) || !path) return -EINVAL;
+  if (len == 0 || len >= sizeof sa->sun_path) {
+    free(path);
+    return -ENAMETOOLONG;
+  }
+  memset(sa, 0, sizeof *sa);
+  sa->sun_family = AF_UNIX;
+  memcpy(sa->sun_path, path, len);
+  free(path);
+  return 0;
+}
+
+// Waits up to timeout_ms for events on fd: 0 when they came, -ETIMEDOUT, or -errno.
+static int wait_for(int fd, short events, int64_t timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = events};
+  if (timeout_ms < 0) timeout_ms = 0;
+  if (timeout_ms > 60000) timeout_ms = 60000;
+  for (;;) {
+    int r = poll(&p, 1, (int)timeout_ms);
+    if (r > 0) return 0;
+    if (r == 0) return -ETIMEDOUT;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+// unixListen(path, backlog) -> fd | -errno: a listening SOCK_SEQPACKET socket (non-blocking,
+// close-on-exec). The caller sets the umask it is born with.
+static napi_value js_unix_listen(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  get_args(env, info, 2, argv);
+  struct sockaddr_un sa;
+  int64_t backlog;
+  if (!arg_i64(env, argv[1], &backlog) || backlog < 1 || backlog > 128) {
+    napi_throw_type_error(env, NULL, "unixListen(path: Buffer, backlog: 1..128)");
+    return NULL;
+  }
+  int r = unix_address(env, argv[0], &sa);
+  if (r == -EINVAL) {
+    napi_throw_type_error(env, NULL, "unixListen(path: Buffer, backlog: 1..128)");
+    return NULL;
+  }
+  if (r < 0) return num(env, r);
+  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (s < 0) return num(env, -errno);
+  if (bind(s, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(s, (int)backlog) != 0) {
+    int e = errno;
+    close(s);
+    return num(env, -e);
+  }
+  return num(env, s);
+}
+
+// unixAccept(fd, timeoutMs) -> fd | -errno (-ETIMEDOUT when nobody connected in time).
+static napi_value js_unix_accept(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  get_args(env, info, 2, argv);
+  int64_t fd, timeout;
+  if (!arg_i64(env, argv[0], &fd) || !arg_i64(env, argv[1], &timeout)) {
+    napi_throw_type_error(env, NULL, "unixAccept(fd, timeoutMs)");
+    return NULL;
+  }
+  int w = wait_for((int)fd, POLLIN, timeout);
+  if (w < 0) return num(env, w);
+  int c = accept4((int)fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  return num(env, c < 0 ? -errno : c);
+}
+
+// unixConnect(path, timeoutMs) -> fd | -errno: a connected SOCK_SEQPACKET socket (non-blocking,
+// close-on-exec). A unix connect waits only while the listener's backlog is full; SO_SNDTIMEO
+// bounds that wait.
+static napi_value js_unix_connect(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  get_args(env, info, 2, argv);
+  struct sockaddr_un sa;
+  int64_t timeout;
+  if (!arg_i64(env, argv[1], &timeout) || timeout < 1 || timeout > 60000) {
+    napi_throw_type_error(env, NULL, "unixConnect(path: Buffer, timeoutMs: 1..60000)");
+    return NULL;
+  }
+  int r = unix_address(env, argv[0], &sa);
+  if (r == -EINVAL) {
+    napi_throw_type_error(env, NULL, "unixConnect(path: Buffer, timeoutMs: 1..60000)");
+    return NULL;
+  }
+  if (r < 0) return num(env, r);
+  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (s < 0) return num(env, -errno);
+  struct timeval tv = {.tv_sec = timeout / 1000, .tv_usec = (timeout % 1000) * 1000};
+  int fl;
+  if (setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0 || connect(s, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+      (fl = fcntl(s, F_GETFL)) < 0 || fcntl(s, F_SETFL, fl | O_NONBLOCK) != 0) {
+    int e = errno == EAGAIN || errno == EINPROGRESS ? ETIMEDOUT : errno;
+    close(s);
+    return num(env, -e);
+  }
+  return num(env, s);
+}
+
+// fdSend(fd, data, fds, timeoutMs) -> bytes sent | -errno: one message of 1..FDPASS_MAX_BYTES
+// bytes carrying 0..FDPASS_MAX_FDS descriptors (SCM_RIGHTS). A wrong count or a non-descriptor
+// is a TypeError: nothing is sent.
+static napi_value js_fd_send(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  get_args(env, info, 4, argv);
+  int64_t fd, timeout;
+  void *data;
+  size_t len;
+  bool isarr = false;
+  uint32_t nfds = 0;
+  if (!arg_i64(env, argv[0], &fd) || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || len == 0 || len > FDPASS_MAX_BYTES ||
+      napi_is_array(env, argv[2], &isarr) != napi_ok || !isarr || napi_get_array_length(env, argv[2], &nfds) != napi_ok ||
+      nfds > FDPASS_MAX_FDS || !arg_i64(env, argv[3], &timeout)) {
+    napi_throw_type_error(env, NULL, "fdSend(fd, data: Buffer of 1..131072 bytes, fds: at most 250 descriptors, timeoutMs)");
+    return NULL;
+  }
+  int fds[FDPASS_MAX_FDS];
+  for (uint32_t i = 0; i < nfds; i++) {
+    napi_value e;
+    int64_t v;
+    if (napi_get_element(env, argv[2], i, &e) != napi_ok || !arg_i64(env, e, &v) || v < 0 || v > INT32_MAX) {
+      napi_throw_type_error(env, NULL, "fdSend: every descriptor must be a non-negative integer");
+      return NULL;
+    }
+    fds[i] = (int)v;
+  }
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
+  } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct iovec iov = {.iov_base = data, .iov_len = len};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (nfds > 0) {
+    m.msg_control = ctl.buf;
+    m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  int w = wait_for((int)fd, POLLOUT, timeout);
+  if (w < 0) return num(env, w);
+  ssize_t n;
+  do n = sendmsg((int)fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return num(env, errno == EAGAIN ? -ETIMEDOUT : -errno);
+  return num(env, (double)n);
+}
+
+// fdRecv(fd, maxBytes, maxFds, timeoutMs) -> [Buffer, fds] | -errno. The descriptors arrive
+// close-on-exec. An empty Buffer without descriptors: the peer closed its end. A message longer
+// than maxBytes (-EMSGSIZE) or with more than maxFds descriptors (-ETOOMANYREFS) is refused,
+// and whatever descriptors it brought are closed.
+static napi_value js_fd_recv(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  get_args(env, info, 4, argv);
+  int64_t fd, maxb, maxf, timeout;
+  if (!arg_i64(env, argv[0], &fd) || !arg_i64(env, argv[1], &maxb) || maxb < 1 || maxb > FDPASS_MAX_BYTES || !arg_i64(env, argv[2], &maxf) ||
+      maxf < 0 || maxf > FDPASS_MAX_FDS || !arg_i64(env, argv[3], &timeout)) {
+    napi_throw_type_error(env, NULL, "fdRecv(fd, maxBytes: 1..131072, maxFds: 0..250, timeoutMs)");
+    return NULL;
+  }
+  int w = wait_for((int)fd, POLLIN, timeout);
+  if (w < 0) return num(env, w);
+  uint8_t *data = malloc((size_t)maxb);
+  if (!data) return num(env, -ENOMEM);
+  // Room for more than maxFds, so that a message with too many is seen (and its extras closed).
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int) * (FDPASS_MAX_FDS + 8))];
+  } ctl;
+  struct iovec iov = {.iov_base = data, .iov_len = (size_t)maxb};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+  ssize_t n;
+  do n = recvmsg((int)fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    int e = errno == EAGAIN ? ETIMEDOUT : errno;
+    free(data);
+    return num(env, -e);
+  }
+  int got[FDPASS_MAX_FDS + 8];
+  size_t ngot = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    int *p = (int *)CMSG_DATA(c);
+    for (size_t i = 0; i < k && ngot < sizeof got / sizeof got[0]; i++) memcpy(&got[ngot++], p + i, sizeof(int));
+  }
+  int err = 0;
+  if (m.msg_flags & MSG_TRUNC) err = EMSGSIZE;
+  else if ((m.msg_flags & MSG_CTRUNC) || ngot > (size_t)maxf) err = ETOOMANYREFS;
+  if (err) {
+    for (size_t i = 0; i < ngot; i++) close(got[i]);
+    free(data);
+    return num(env, -err);
+  }
+  napi_value arr, buf, fds;
+  void *bdata;
+  CHECK(napi_create_buffer_copy(env, (size_t)n, data, &bdata, &buf));
+  free(data);
+  CHECK(napi_create_array_with_length(env, ngot, &fds));
+  for (size_t i = 0; i < ngot; i++) napi_set_element(env, fds, (uint32_t)i, num(env, got[i]));
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  napi_set_element(env, arr, 0, buf);
+  napi_set_element(env, arr, 1, fds);
+  return arr;
+}
+
 static napi_value js_constants(napi_env env) {
   napi_value o;
   napi_create_object(env, &o);
@@ -1417,6 +1643,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"backingClose", NULL, js_backing_close, NULL, NULL, NULL, napi_default, NULL},
       {"closeFd", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"seqpacketPair", NULL, js_seqpacket_pair, NULL, NULL, NULL, napi_default, NULL},
+      {"unixListen", NULL, js_unix_listen, NULL, NULL, NULL, napi_default, NULL},
+      {"unixAccept", NULL, js_unix_accept, NULL, NULL, NULL, napi_default, NULL},
+      {"unixConnect", NULL, js_unix_connect, NULL, NULL, NULL, napi_default, NULL},
+      {"fdSend", NULL, js_fd_send, NULL, NULL, NULL, napi_default, NULL},
+      {"fdRecv", NULL, js_fd_recv, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   napi_set_named_property(env, exports, "constants", js_constants(env));

@@ -1,20 +1,21 @@
 // `cvmfs-snapshotter fuse-server`: the long-lived process that serves every layer mount. The
 // daemon starts it when none runs; an operator only needs it for an upgrade (--handover) or to
-// take every layer down (--stop).
-import { writeFile, rm } from 'node:fs/promises';
+// take every layer down (--stop). On Kubernetes it runs as its own container, and the next pod's
+// server takes every mount over from it (--replace).
+import { realpath, rm } from 'node:fs/promises';
 import { createLogger, isLogLevel, LOG_LEVELS } from '../log.js';
 import { FuseServer, READY_FD, READY_LINE, readHandoverState } from '../fuse/server/server.js';
 import { closeSync, writeSync } from 'node:fs';
 import { RemoteLayerMounter } from '../fuse/server/client.js';
 import { isAbsolute, resolve } from 'node:path';
 import { parseCommand, usageError } from './args.js';
-import { DEFAULT_FUSE_SOCKET } from './config.js';
+import { ConfigError, DEFAULT_FUSE_SOCKET, loadConfig, type Config } from './config.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_TUNING } from '../fuse/tuning.js';
 import { BIN_PATH, FUSE_SERVER_NODE_FLAGS, version } from './build-info.js';
 
-const USAGE = `Usage: cvmfs-snapshotter fuse-server [--socket SOCK] [--root DIR --store DIR] [--log-level LEVEL]
-                                     [--cache-bytes N] [--cache-entries N] [--passthrough on|off] [--store-timeout SECONDS]
-                                     [--walk-entries N]
+const USAGE = `Usage: cvmfs-snapshotter fuse-server [--socket SOCK] [--config FILE] [--root DIR [--store DIR]] [--replace]
+                                     [--log-level LEVEL] [--cache-bytes N] [--cache-entries N] [--passthrough on|off]
+                                     [--store-timeout SECONDS] [--walk-entries N]
        cvmfs-snapshotter fuse-server --handover [--socket SOCK]
        cvmfs-snapshotter fuse-server --stop [--socket SOCK]
 
@@ -22,9 +23,16 @@ Serves the layer mounts (FUSE) on behalf of the daemon, which starts it when non
 outlives the daemon, so restarting the daemon never breaks a running container.
 
   --socket SOCK          control socket (default ${DEFAULT_FUSE_SOCKET})
-  --root DIR             the daemon's root: layers are mounted only below it
-  --store DIR            the layer store: only its layers are served (both are taken from the
-                         first daemon that connects when not given here)
+  --config FILE          the daemon's TOML config: the store (absolute-mountpoint) and the keys
+                         metadata-cache-bytes, metadata-cache-entries, fuse-passthrough,
+                         store-timeout and layer-walk-entries; the flags below win over it
+  --root DIR             the daemon's root: layers are mounted only below it (with --store or --config)
+  --store DIR            the layer store: only its layers are served (the root and the store are
+                         taken from the first daemon that connects when not given here)
+  --replace              take every mount over from the server answering on SOCK, which may run in
+                         another container or pod (it keeps running, idle, until SIGTERM, and then
+                         exits without unmounting); with none answering, start as usual. A server
+                         of another root or store is refused
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)
   --cache-bytes N        byte budget of the metadata cache shared by all layers (default ${DEFAULT_CACHE_BYTES})
   --cache-entries N      an extra bound on the cache's entries
@@ -58,6 +66,8 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     'walk-entries': { type: 'string' },
     handover: { type: 'boolean' },
     stop: { type: 'boolean' },
+    replace: { type: 'boolean' },
+    config: { type: 'string' },
     takeover: { type: 'boolean' },
   });
   if (typeof p === 'number') return p;
@@ -66,18 +76,36 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
   const socket = v.socket ?? DEFAULT_FUSE_SOCKET;
   const level = v['log-level'] ?? 'info';
   if (!isLogLevel(level)) return usageError('fuse-server', `--log-level ${level}: expected one of ${LOG_LEVELS.join(', ')}`);
-  const cacheBytes = positiveInt(v['cache-bytes'], '--cache-bytes');
-  const cacheEntries = positiveInt(v['cache-entries'], '--cache-entries');
-  const timeout = positiveInt(v['store-timeout'], '--store-timeout');
+  const modes = (['handover', 'stop', 'replace', 'takeover'] as const).filter((k) => v[k]);
+  if (modes.length > 1) return usageError('fuse-server', `--${modes[0]} and --${modes[1]} do not go together`);
+  let config: Config | undefined;
+  if (v.config !== undefined) {
+    try {
+      config = await loadConfig(v.config, true);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      process.stderr.write(`cvmfs-snapshotter fuse-server: ${err.message}\n`);
+      return 2;
+    }
+  }
+  // Explicit flags win over the config file, which gives what the daemon would pass.
+  const cacheBytes = positiveInt(v['cache-bytes'], '--cache-bytes') ?? config?.metadataCacheBytes;
+  const cacheEntries = positiveInt(v['cache-entries'], '--cache-entries') ?? config?.metadataCacheEntries;
+  const timeout = positiveInt(v['store-timeout'], '--store-timeout') ?? config?.storeTimeoutSec;
   for (const x of [cacheBytes, cacheEntries, timeout]) if (typeof x === 'string') return usageError('fuse-server', x);
-  const walk = v['walk-entries'];
+  const walk = v['walk-entries'] ?? (config ? String(config.layerWalkEntries) : undefined);
   if (walk !== undefined && !/^[0-9]{1,9}$/.test(walk)) return usageError('fuse-server', `--walk-entries must be a whole number (0: no walk), got ${walk}`);
   if (typeof cacheBytes === 'number' && cacheBytes < 1024 * 1024) return usageError('fuse-server', '--cache-bytes must be at least 1048576 (1 MiB)');
-  if (v.passthrough !== undefined && v.passthrough !== 'on' && v.passthrough !== 'off') return usageError('fuse-server', `--passthrough must be on or off, got ${v.passthrough}`);
-  if ((v.root === undefined) !== (v.store === undefined)) return usageError('fuse-server', '--root and --store go together');
+  const passthrough = v.passthrough ?? (config ? (config.fusePassthrough ? 'on' : 'off') : undefined);
+  if (passthrough !== undefined && passthrough !== 'on' && passthrough !== 'off') return usageError('fuse-server', `--passthrough must be on or off, got ${passthrough}`);
+  const store = v.store ?? config?.absoluteMountpoint;
+  if (v.store !== undefined && v.root === undefined) return usageError('fuse-server', '--store goes with --root');
+  if (v.root !== undefined && store === undefined) return usageError('fuse-server', '--root goes with --store or --config');
   for (const [flag, dir] of [['--root', v.root], ['--store', v.store]] as const) {
     if (dir !== undefined && !isAbsolute(dir)) return usageError('fuse-server', `${flag} must be an absolute path, got ${dir}`);
   }
+  // The daemon names its root canonically (realpath): so does its server, or their scopes differ.
+  const root = v.root === undefined ? undefined : await realpath(resolve(v.root)).catch(() => resolve(v.root as string));
   const log = createLogger(level).child({ component: 'fuse-server' });
 
   if (v.handover || v.stop) {
@@ -106,31 +134,49 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     process.exit(70);
   });
   const tuning = {
-    ...(v.passthrough ? { passthrough: v.passthrough === 'on' } : {}),
+    ...(passthrough ? { passthrough: passthrough === 'on' } : {}),
     ...(typeof timeout === 'number' ? { storeDeadlineMs: timeout * 1000 } : {}),
     ...(walk !== undefined ? { censusEntries: Number(walk) } : {}),
   };
+  log.info({
+    config: v.config, cacheBytes: cacheBytes ?? DEFAULT_CACHE_BYTES, cacheEntries, passthrough: passthrough ?? 'on',
+    storeTimeoutSec: timeout ?? DEFAULT_TUNING.storeDeadlineMs / 1000, walkEntries: walk === undefined ? DEFAULT_TUNING.censusEntries : Number(walk),
+  }, 'FUSE server settings');
   const server = new FuseServer({
     socket, log, version: version(),
     ...(typeof cacheBytes === 'number' ? { cacheBytes } : {}),
     ...(typeof cacheEntries === 'number' ? { cacheEntries } : {}),
-    ...(v.root !== undefined && v.store !== undefined ? { scope: { root: resolve(v.root), store: resolve(v.store) } } : {}),
+    ...(root !== undefined && store !== undefined ? { scope: { root, store: resolve(store) } } : {}),
     tuning,
+    pidFile: `${socket}.pid`,
     successorCommand: [process.execPath, ...FUSE_SERVER_NODE_FLAGS, BIN_PATH],
     // The successor takes the scope from the handover state.
     successorArgs: [
       '--log-level', level,
       ...(typeof cacheBytes === 'number' ? ['--cache-bytes', String(cacheBytes)] : []),
       ...(typeof cacheEntries === 'number' ? ['--cache-entries', String(cacheEntries)] : []),
-      ...(v.passthrough ? ['--passthrough', v.passthrough] : []),
+      ...(passthrough ? ['--passthrough', passthrough] : []),
       ...(typeof timeout === 'number' ? ['--store-timeout', String(timeout)] : []),
       ...(walk !== undefined ? ['--walk-entries', walk] : []),
     ],
   });
-  if (v.takeover) await server.adopt(await readHandoverState(process.stdin));
-  await server.listen();
   const pidFile = `${socket}.pid`;
-  await writeFile(pidFile, `${process.pid}\n`);
+  if (v.takeover) await server.adopt(await readHandoverState(process.stdin));
+  if (v.replace) {
+    try {
+      // Listens once it serves what it took over; false when no server answered.
+      if (await server.replace() === false) {
+        log.info({ socket }, 'no FUSE server answers on the socket: starting without mounts');
+        await server.listen();
+      }
+    } catch (err) {
+      log.error({ err }, 'could not take the mounts over from the running FUSE server');
+      process.stderr.write(`cvmfs-snapshotter fuse-server: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
+  } else {
+    await server.listen();
+  }
   if (v.takeover) {
     writeSync(READY_FD, `${READY_LINE}\n`);
     closeSync(READY_FD);

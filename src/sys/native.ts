@@ -5,6 +5,7 @@
 // requests read from a channel go to that channel's listener, finished jobs to their callback.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 /** An opaque handle of a watched /dev/fuse descriptor. */
@@ -35,6 +36,16 @@ interface Binding {
   closeFd(fd: number): number;
   /** A connected SOCK_SEQPACKET pair: message boundaries kept, as on /dev/fuse (tests speak FUSE over it). */
   seqpacketPair(): [number, number];
+  /** A listening AF_UNIX SOCK_SEQPACKET socket at path (non-blocking, close-on-exec): fd or -errno. */
+  unixListen(path: Buffer, backlog: number): number;
+  /** A connection accepted within timeoutMs: fd or -errno (-ETIMEDOUT). */
+  unixAccept(fd: number, timeoutMs: number): number;
+  /** A SOCK_SEQPACKET connection to path (non-blocking, close-on-exec): fd or -errno. */
+  unixConnect(path: Buffer, timeoutMs: number): number;
+  /** One message with up to 250 descriptors (SCM_RIGHTS): bytes sent or -errno (-ETIMEDOUT). */
+  fdSend(fd: number, data: Buffer, fds: number[], timeoutMs: number): number;
+  /** One message and its descriptors (close-on-exec), or -errno; an empty message: the peer closed. */
+  fdRecv(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): [Buffer, number[]] | number;
   constants: NativeConstants;
 }
 
@@ -127,4 +138,89 @@ export function poolStats(): PoolStats {
 /** A path or name as the bytes the kernel uses (binary strings: one char per byte). */
 export function bytes(s: string): Buffer {
   return Buffer.from(s, 'latin1');
+}
+
+// ---- descriptor passing -------------------------------------------------------------------------
+// Messages with descriptors (SCM_RIGHTS) over AF_UNIX SOCK_SEQPACKET sockets, between processes
+// that are not parent and child. Each wait is cut into short polls with the event loop let go
+// in between, so that a peer that stops answering costs a timeout, never a frozen process.
+
+/** Most descriptors one message carries (the kernel allows 253). */
+export const FD_PASS_MAX_FDS = 250;
+/** Most bytes one message carries. */
+export const FD_PASS_MAX_BYTES = 128 * 1024;
+const SLICE_MS = 20;
+
+// Node's table lacks ETOOMANYREFS (Linux 109), which fdRecv answers for too many descriptors.
+const ERRNO_NAMES = new Map<number, string>([[109, 'ETOOMANYREFS'], ...Object.entries(osConstants.errno).map(([k, v]) => [v, k] as [number, string])]);
+
+/** An Error for a -errno result, with its code set as Node's own errors have it. */
+export function errnoError(res: number, what: string): NodeJS.ErrnoException {
+  const code = ERRNO_NAMES.get(-res) ?? `errno ${-res}`;
+  const e: NodeJS.ErrnoException = new Error(`${what}: ${code}`);
+  e.code = code;
+  e.errno = res;
+  return e;
+}
+
+const ETIMEDOUT = osConstants.errno.ETIMEDOUT;
+
+/** Runs a native call in slices of SLICE_MS until it answers other than -ETIMEDOUT, or the deadline passes. */
+async function sliced<T>(timeoutMs: number, what: string, call: (sliceMs: number) => T | number): Promise<T | number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = deadline - Date.now();
+    const r = call(Math.max(0, Math.min(SLICE_MS, left)));
+    if (r !== -ETIMEDOUT) return r;
+    if (left <= 0) throw errnoError(-ETIMEDOUT, `${what} (waited ${timeoutMs} ms)`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/** Listens on a new SOCK_SEQPACKET socket at path; throws with the errno's code. */
+export function listenSeqpacket(path: string, backlog = 1): number {
+  const r = native.unixListen(Buffer.from(path), backlog);
+  if (r < 0) throw errnoError(r, `listening on ${path}`);
+  return r;
+}
+
+/** The next connection to a listening socket, within timeoutMs. */
+export async function acceptSeqpacket(fd: number, timeoutMs: number): Promise<number> {
+  const r = await sliced(timeoutMs, 'waiting for a connection', (ms) => native.unixAccept(fd, ms));
+  if (r < 0) throw errnoError(r, 'accepting a connection');
+  return r;
+}
+
+/** Connects to the SOCK_SEQPACKET socket at path. */
+export function connectSeqpacket(path: string, timeoutMs: number): number {
+  const r = native.unixConnect(Buffer.from(path), Math.max(1, Math.min(60_000, timeoutMs)));
+  if (r < 0) throw errnoError(r, `connecting to ${path}`);
+  return r;
+}
+
+/** Sends one message carrying fds (at most FD_PASS_MAX_FDS; they stay open here). */
+export async function sendWithFds(fd: number, data: Buffer, fds: readonly number[], timeoutMs: number): Promise<void> {
+  if (fds.length > FD_PASS_MAX_FDS) throw new RangeError(`a message carries at most ${FD_PASS_MAX_FDS} descriptors, not ${fds.length}`);
+  const list = [...fds];
+  const r = await sliced(timeoutMs, 'sending a message', (ms) => native.fdSend(fd, data, list, ms));
+  if (r < 0) throw errnoError(r, 'sending a message');
+  if (r !== data.length) throw new Error(`sending a message: ${r} of ${data.length} bytes went`);
+}
+
+/** One received message: its bytes and the descriptors it carried (now open here, close-on-exec). */
+export interface ReceivedMessage {
+  readonly data: Buffer;
+  readonly fds: number[];
+}
+
+/**
+ * The next message, or 'closed' once the peer closed its end. A message longer than maxBytes or
+ * with more than maxFds descriptors is refused (an error) and its descriptors are closed.
+ */
+export async function receiveWithFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<ReceivedMessage | 'closed'> {
+  const r = await sliced(timeoutMs, 'waiting for a message', (ms) => native.fdRecv(fd, maxBytes, maxFds, ms));
+  if (typeof r === 'number') throw errnoError(r, 'receiving a message');
+  const [data, fds] = r;
+  if (data.length === 0 && fds.length === 0) return 'closed';
+  return { data, fds };
 }

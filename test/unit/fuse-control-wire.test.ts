@@ -14,7 +14,7 @@ test('requests must be one JSON object with an integer id and a known method', (
     '{"id":1,"method":"constructor"}', '{"id":1,"method":"__proto__"}', '{"id":1,"method":"toString"}']) {
     assert.throws(() => parseEnvelope(bad), BadRequest, bad);
   }
-  assert.deepEqual([...METHODS].sort(), ['handover', 'hello', 'metrics', 'mount', 'reconcile', 'shutdown', 'unmount']);
+  assert.deepEqual([...METHODS].sort(), ['handover', 'handoverTo', 'hello', 'metrics', 'mount', 'reconcile', 'shutdown', 'unmount']);
 });
 
 test('the wire form is the one older servers speak: a line of {id, method, params}', () => {

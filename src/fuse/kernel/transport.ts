@@ -9,8 +9,8 @@ import type { FuseObserver } from '../observer.js';
 import { native, requestSlots, watchChannel } from '../../sys/native.js';
 import { E, errnoName } from './errno.js';
 import {
-  FUSE_MIN_MINOR, IN_HEADER_SIZE, NOTIFY_RESEND, OUT_HEADER_SIZE, Op, encodeInitOut, opInfo, opName, readInitIn,
-  type InitIn, type InitOut, type OpInfo,
+  FUSE_MIN_MINOR, IN_HEADER_SIZE, InitFlag, InitFlag2, NOTIFY_RESEND, OUT_HEADER_SIZE, Op, UNIQUE_RESEND_HI, encodeInitOut,
+  opInfo, opName, readInitIn, type InitIn, type InitOut, type OpInfo,
 } from './protocol.js';
 
 /**
@@ -22,7 +22,11 @@ export interface FuseRequest {
   readonly op: OpInfo;
   readonly uLo: number;
   readonly uHi: number;
-  /** The unique as one number, for tables (uniques stay far below 2^53). */
+  /**
+   * The unique as one number, for tables: without the bit the kernel sets on a request it
+   * resends (FUSE_UNIQUE_RESEND, bit 63), and the rest stays far below 2^53. uLo and uHi keep
+   * the unique as it came, which is what the reply must carry.
+   */
   readonly key: number;
   readonly nodeid: number;
   readonly uid: number;
@@ -72,8 +76,14 @@ export class FuseChannel {
   /** Requests read and not answered yet. */
   private inFlight = 0;
   private quiet: (() => void)[] = [];
-  /** The kernel offered to resend unanswered requests (7.40, FUSE_HAS_RESEND). */
-  canResend = false;
+  /**
+   * Whether the kernel offered at INIT to resend unanswered requests (FUSE_HAS_RESEND, Linux
+   * 6.9+). A connection taken over carries its predecessor's word; undefined when it had none
+   * (a server of an earlier version): then only trying tells.
+   */
+  canResend: boolean | undefined = undefined;
+  /** Requests read before abandonPending() are another reader's now: their late answers are dropped. */
+  private abandoned = false;
 
   constructor(fd: number, handler: FuseHandler, opts: ChannelOptions) {
     this.fd = fd;
@@ -172,8 +182,15 @@ export class FuseChannel {
     return r < 0 ? r : 0;
   }
 
-  /** Forgets requests still unanswered here (after a resend, another reader answers them). */
+  /**
+   * Forgets requests still unanswered here (after a resend, another reader answers them; or
+   * they were answered EIO). An answer that comes for one of them later (its store call came
+   * back) is dropped, not written: the descriptor may be closed by then, or its number reused,
+   * and the kernel has the request under another unique, or not at all. Only for a channel
+   * that was stopped and reads no more.
+   */
   abandonPending(): void {
+    this.abandoned = true;
     this.inFlight = 0;
     this.maybeQuiet();
   }
@@ -213,7 +230,7 @@ export class FuseChannel {
       op: info ?? { name: opName(opcode), inSize: 0, name0: false, noReply: false },
       uLo,
       uHi,
-      key: uLo + uHi * 0x1_0000_0000,
+      key: uniqueKey(uLo, uHi),
       nodeid: buf.readUInt32LE(16) + buf.readUInt32LE(20) * 0x1_0000_0000,
       uid: buf.readUInt32LE(24),
       gid: buf.readUInt32LE(28),
@@ -251,7 +268,8 @@ export class FuseChannel {
     }
     if (opcode === Op.INTERRUPT) {
       req.done = true;
-      this.handler.interrupt(req.body.readUInt32LE(0) + req.body.readUInt32LE(4) * 0x1_0000_0000, this);
+      // The unique of the interrupted request, as the kernel has it (with the resend bit if it was resent).
+      this.handler.interrupt(uniqueKey(req.body.readUInt32LE(0), req.body.readUInt32LE(4)), this);
       return;
     }
     try {
@@ -283,6 +301,7 @@ export class FuseChannel {
       this.rejectInit(new Error(`kernel FUSE protocol ${offer.major}.${offer.minor} is too old; 7.${FUSE_MIN_MINOR} or later is needed`));
       return;
     }
+    this.canResend = (offer.flags & InitFlag.INIT_EXT) !== 0 && (offer.flags2 & InitFlag2.HAS_RESEND) !== 0;
     const out = this.handler.init(offer);
     this.replyOk(req, encodeInitOut(out));
     this.initDone = true;
@@ -296,6 +315,12 @@ export class FuseChannel {
   private finish(req: FuseRequest, errno: number): boolean {
     if (req.done) {
       // An INTERRUPT or a deadline answered it first: the late answer has nowhere to go.
+      return false;
+    }
+    if (this.abandoned) {
+      // Read before a handover and left to the next reader (see abandonPending()).
+      req.done = true;
+      this.log.info({ op: req.op.name, errno: errno === 0 ? undefined : errnoName(errno) }, 'a late answer to a request left to the next FUSE server at handover was dropped');
       return false;
     }
     req.done = true;
@@ -330,4 +355,12 @@ export class FuseChannel {
   private maybeQuiet(): void {
     if (this.watch === undefined && this.inFlight === 0) for (const q of this.quiet.splice(0)) q();
   }
+}
+
+/**
+ * A request's unique as a table key: bit 63 (FUSE_UNIQUE_RESEND) dropped, so that the key of a
+ * resent request is exact (2^63 + n is not, as a double) and the same in its INTERRUPT.
+ */
+export function uniqueKey(lo: number, hi: number): number {
+  return lo + ((hi & ~UNIQUE_RESEND_HI) >>> 0) * 0x1_0000_0000;
 }

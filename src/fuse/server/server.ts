@@ -2,7 +2,8 @@
 // restart (upgrade, crash, SIGKILL) while containers keep reading their layers. It answers the
 // daemon over a private unix socket (socket.ts, wire.ts). It can also hand its mounts to a successor
 // process — the open /dev/fuse descriptors and the node tables — so that the server itself can
-// be upgraded without unmounting anything.
+// be upgraded without unmounting anything: to its own child (systemd), or to a server in
+// another pod that asks for them (Kubernetes; see peer-handover.ts).
 import { hostname } from 'node:os';
 import fs from 'node:fs';
 import type net from 'node:net';
@@ -12,15 +13,20 @@ import { SnapshotterError, errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { createFuseMetrics } from '../../metrics/fuse-metrics.js';
 import { spawnSuccessor } from '../../sys/exec.js';
-import { poolStats } from '../../sys/native.js';
-import { FuseLayerMounter, type HandedMount } from '../mounts/lifecycle.js';
+import { native, poolStats } from '../../sys/native.js';
+import { adoptMount } from '../mounts/handover.js';
+import { FuseLayerMounter } from '../mounts/lifecycle.js';
 import { isMountpoint } from '../../sys/mount.js';
 import type { LayerFsTuning } from '../tuning.js';
 import {
-  BadRequest, LineSplitter, MAX_LINE_BYTES, RULES, encodeLine, isBelow, parseEnvelope, scopeParam,
+  BadRequest, LineSplitter, MAX_LINE_BYTES, RULES, encodeLine, isBelow, parseEnvelope,
   type Answer, type Checked, type Envelope, type Method, type OnDisk, type Result, type ServerScope, type ServerState,
 } from './wire.js';
+import { checkHandoverState, type HandoverState } from './handover-state.js';
+import { PeerGiver, PeerTaker, checkPeerSocket, type PeerIdentity } from './peer-handover.js';
 import { listenControlSocket } from './socket.js';
+
+export type { HandoverState } from './handover-state.js';
 
 export interface FuseServerOptions {
   socket: string;
@@ -35,12 +41,8 @@ export interface FuseServerOptions {
   successorCommand: readonly string[];
   /** Extra arguments the successor gets (log level, cache size). */
   successorArgs: readonly string[];
-}
-
-/** The JSON a predecessor writes to a successor's stdin; fds are the successor's numbers. */
-export interface HandoverState {
-  mounts: HandedMount[];
-  scope?: ServerScope;
+  /** Where this server writes its pid each time it starts listening. */
+  pidFile?: string;
 }
 
 /** The line a successor writes on its fd 3 once it serves everything and listens. */
@@ -59,6 +61,11 @@ export class FuseServer {
   private scope: ServerScope | undefined;
   /** A successor serves the mounts now. */
   handedOver = false;
+  /** The server in another pod that serves them, after a peer handover. */
+  private peer: PeerIdentity | undefined;
+  /** Settles when the handover under way ends; requests that change mounts wait for it. */
+  private handing: Promise<void> | undefined;
+  private idle: NodeJS.Timeout | undefined;
   /** Resolves with the exit code when the server is done. */
   readonly done: Promise<number>;
   private finish: (code: number) => void = () => undefined;
@@ -94,11 +101,49 @@ export class FuseServer {
 
   async listen(): Promise<void> {
     this.server = await listenControlSocket(this.o.socket, this.log, (c) => this.connection(c));
+    if (this.o.pidFile) await fs.promises.writeFile(this.o.pidFile, `${process.pid}\n`);
     this.log.info({ socket: this.o.socket, pid: process.pid, mounts: this.mounter.counters().active }, 'FUSE server listening');
+  }
+
+  /**
+   * `fuse-server --replace`: takes every mount over from the server answering on the control
+   * socket, if one does (false when none does: the caller starts fresh), and listens in its place.
+   */
+  async replace(): Promise<false | PeerIdentity> {
+    const taker = await PeerTaker.ask(this.o.socket, this.scope, this.log);
+    if (!taker) return false;
+    const got = taker.received as NonNullable<PeerTaker['received']>;
+    try {
+      await taker.ready();
+    } catch (err) {
+      taker.abort((err as Error).message);
+      throw err;
+    }
+    // Committed: the old server stopped listening, and it takes the mounts back only if this
+    // process goes away before it says it serves. A failure from here on is an exit.
+    if (got.state.scope && !this.scope) this.setScope(got.state.scope);
+    for (const m of got.state.mounts) {
+      await this.mounter.adopt(m).catch((err: unknown) => {
+        this.log.error({ err, mountpoint: m.mountpoint }, 'could not serve a mount handed over; its connection is closed (the mount is dead until reconciled)');
+        native.closeFd(m.fd);
+      });
+    }
+    await this.listen();
+    await taker.serving();
+    this.log.info({ from: got.giver, mounts: this.mounter.counters().active }, 'took every mount over from the FUSE server of another process');
+    return got.giver;
   }
 
   /** SIGTERM/SIGINT: unmount everything (lazily where busy) and exit. */
   async shutdown(reason: string): Promise<void> {
+    // A handover under way decides what there is to unmount.
+    await this.handing;
+    if (this.peer) {
+      clearInterval(this.idle);
+      this.log.info({ reason, servedBy: this.peer }, 'FUSE server stopping; it handed its mounts over and unmounts nothing');
+      this.finish(0);
+      return;
+    }
     if (this.exiting) return;
     this.exiting = true;
     this.log.info({ reason }, 'FUSE server stopping: unmounting every layer');
@@ -149,7 +194,14 @@ export class FuseServer {
       return;
     }
     const { withMounts } = RULES[req.method];
-    this.take(req.method, req.params).then((result) => this.send(c, { id: req.id, result, state: this.state(withMounts) }), (err: unknown) => {
+    // A request that changes mounts waits for a handover under way: after it, this process has none.
+    const wait = this.handing && CHANGES_MOUNTS.has(req.method) ? this.handing : undefined;
+    const run = async (): Promise<Result<Method>> => {
+      if (wait) await wait;
+      if (this.peer || this.handedOver) throw new SnapshotterError('Unavailable', 'this FUSE server handed its mounts over to another one; reconnect');
+      return this.take(req.method, req.params);
+    };
+    run().then((result) => this.send(c, { id: req.id, result, state: this.state(withMounts) }), (err: unknown) => {
       const kind = err instanceof BadRequest ? 'InvalidArgument' : err instanceof SnapshotterError ? err.kind : 'Internal';
       this.send(c, { id: req.id, error: { kind, message: err instanceof Error ? err.message : String(err) }, state: this.state(withMounts) });
     });
@@ -206,7 +258,8 @@ export class FuseServer {
     reconcile: ({ prefix, keep }) => this.mounter.reconcile(prefix, new Set(keep)),
     // At most one collection per second, whoever asks and however often.
     metrics: () => this.metrics.collect(),
-    handover: () => this.handover(),
+    handover: () => this.gated(() => this.handover()),
+    handoverTo: (p) => this.handOverToPeer(p),
     shutdown: async () => {
       setImmediate(() => void this.shutdown('asked over the control socket'));
       return null;
@@ -214,11 +267,76 @@ export class FuseServer {
   };
 
   /**
+   * Hands every mount to a FUSE server in another process that asked for them (its socket is
+   * checked first); see peer-handover.ts. If that server fails or goes away before it serves,
+   * this one serves again. Afterwards this process holds nothing and waits for SIGTERM.
+   */
+  private async handOverToPeer({ socket, scope }: Checked<'handoverTo'>): Promise<{ pid: number; host: string }> {
+    if (this.exiting || this.handing || this.peer) throw new SnapshotterError('FailedPrecondition', 'the FUSE server is already stopping or handing over');
+    if (scope && this.scope && (scope.root !== this.scope.root || scope.store !== this.scope.store)) {
+      throw new SnapshotterError('FailedPrecondition', `this FUSE server serves layers of ${this.scope.store} below ${this.scope.root}; `
+        + `the new one was started for ${scope.store} below ${scope.root}: give them the same root and store (--root, --store or --config)`);
+    }
+    checkPeerSocket(socket, this.o.socket);
+    return this.gated(() => this.handOverToPeerNow(socket));
+  }
+
+  /** Runs a handover with the requests that change mounts held until it ends. */
+  private async gated<T>(fn: () => Promise<T>): Promise<T> {
+    let done: () => void = () => undefined;
+    this.handing = new Promise<void>((resolve) => { done = resolve; });
+    try {
+      return await fn();
+    } finally {
+      this.handing = undefined;
+      done();
+    }
+  }
+
+  private async handOverToPeerNow(socket: string): Promise<{ pid: number; host: string }> {
+    const handed = await this.mounter.drainForHandover();
+    this.log.info({ mounts: handed.length, to: socket }, 'handing every layer mount to a new FUSE server in another process');
+    const giver = new PeerGiver(this.log);
+    let committed = false;
+    let servedBy: PeerIdentity | undefined;
+    try {
+      await giver.send(socket, handed, this.scope, this.o.version);
+      // The listener goes first: closing it removes the socket path, where the new server listens next.
+      this.stopListening(false);
+      committed = true;
+      servedBy = await giver.commit();
+    } catch (err) {
+      giver.close();
+      this.log.error({ err, committed }, 'handover to the new FUSE server failed; this process serves its mounts again');
+      for (const m of handed) {
+        await adoptMount(this.mounter, m, undefined, { resend: committed })
+          .catch((e: unknown) => this.log.error({ err: e, mountpoint: m.mountpoint }, 'could not serve a mount again after a failed handover'));
+      }
+      if (committed) await this.listen();
+      throw new SnapshotterError('Unavailable', `handover to the new FUSE server failed: ${(err as Error).message}; `
+        + `this server (pid ${process.pid}) serves its ${handed.length} mounts again`);
+    }
+    giver.close();
+    // The new server holds its own copies; this process keeps none.
+    for (const m of handed) native.closeFd(m.fd);
+    this.handedOver = true;
+    this.peer = servedBy ?? { pid: 0, host: '?' };
+    // Nothing else keeps the event loop alive now, and the container must not exit by itself.
+    this.idle = setInterval(() => undefined, 2 ** 30);
+    this.log.info({ servedBy: this.peer, mounts: handed.length },
+      `handed every mount over to the FUSE server pid ${this.peer.pid} on host ${this.peer.host}; holding nothing, idle until SIGTERM or SIGINT`);
+    // Clients reconnect, to the new server.
+    setImmediate(() => { for (const c of this.conns) c.end(); });
+    return { pid: this.peer.pid, host: this.peer.host };
+  }
+
+  /**
    * Starts a successor with the same command, hands it every mount and exits once it serves
    * them. If the successor fails to start, this process takes its mounts back and goes on.
    */
   private async handover(): Promise<{ pid: number }> {
-    if (this.exiting) throw new SnapshotterError('FailedPrecondition', 'the FUSE server is already stopping');
+    // Runs gated (see gated()): requests that change mounts, another handover too, wait for it.
+    if (this.exiting || this.peer) throw new SnapshotterError('FailedPrecondition', 'the FUSE server is already stopping or handing over');
     this.exiting = true;
     this.stopListening(false);
     const handed = await this.mounter.drainForHandover();
@@ -287,13 +405,8 @@ async function resolveAncestors(p: string): Promise<string | undefined> {
 export async function readHandoverState(input: NodeJS.ReadableStream): Promise<HandoverState> {
   const chunks: Buffer[] = [];
   for await (const c of input) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(String(c)));
-  const v = JSON.parse(Buffer.concat(chunks).toString()) as HandoverState;
-  if (!Array.isArray(v.mounts)) throw new Error('handover state has no mounts list');
-  if (v.scope !== undefined) v.scope = scopeParam({ scope: v.scope });
-  for (const m of v.mounts) {
-    if (typeof m.mountpoint !== 'string' || typeof m.layerDir !== 'string' || !Number.isInteger(m.fd) || typeof m.nodes !== 'object') {
-      throw new Error('handover state holds a malformed mount');
-    }
-  }
-  return v;
+  return checkHandoverState(JSON.parse(Buffer.concat(chunks).toString()));
 }
+
+/** Requests that change what is mounted: they wait for a handover under way. */
+const CHANGES_MOUNTS: ReadonlySet<Method> = new Set<Method>(['mount', 'unmount', 'reconcile', 'handover', 'handoverTo', 'shutdown']);

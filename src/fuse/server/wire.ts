@@ -42,6 +42,12 @@ export interface Contract {
   metrics: { params: NoParams; checked: NoParams; result: MetricsJson };
   /** Hands every mount to a new server process started from the code installed now; answers its pid. */
   handover: { params: NoParams; checked: NoParams; result: { pid: number } };
+  /**
+   * Hands every mount to a FUSE server that is not this one's child (the next pod's), which
+   * listens on socket, a private socket beside the control socket; answers once that server
+   * serves them. The scope is the new server's, when it has one: a different one is refused.
+   */
+  handoverTo: { params: { socket: string; scope?: ServerScope }; checked: { socket: string; scope?: ServerScope }; result: { pid: number; host: string } };
   /** Unmounts every layer (lazily where busy), then the server exits. */
   shutdown: { params: NoParams; checked: NoParams; result: null };
 }
@@ -131,6 +137,14 @@ export const RULES: { readonly [M in Method]: Rule<M> } = {
   // Requests without parameters ignore any they are sent, as servers always did.
   metrics: { withMounts: false, check: () => ({}) },
   handover: { withMounts: false, check: () => ({}) },
+  handoverTo: {
+    withMounts: false,
+    check: (raw) => {
+      const socket = absolutePath(raw, 'socket');
+      const scope = scopeParam(raw);
+      return scope ? { socket, scope } : { socket };
+    },
+  },
   shutdown: { withMounts: false, check: () => ({}) },
 };
 
