@@ -20,6 +20,8 @@ import { freePort } from '../helpers/ports.js';
 import { startDaemonProcess, startFuseServerAs, waitForLog } from '../helpers/daemon-process.js';
 import { startFuseServer } from '../helpers/fuse-server-process.js';
 import { processesMentioning } from '../helpers/processes.js';
+import { ManagedProcess } from '../helpers/process.js';
+import { daemonBin } from '../helpers/paths.js';
 import { Scope } from '../helpers/scope.js';
 import { canConnect, waitUntil } from '../helpers/wait.js';
 
@@ -292,3 +294,48 @@ async function rawConnection(path: string): Promise<{ send(text: string): void; 
     },
   };
 }
+
+test('--external-fuse-server: when the next pod\'s server takes the mounts over (fuse-server --replace), the daemon reconnects to it and is ready with every mount', async () => {
+  const name = 'ho';
+  const dir = await scope.mkdir(name);
+  const root = await scope.mkdir(name, 'root');
+  const port = await freePort();
+  const first = await startFuseServer(scope, { name: 'ho-fuse', root, store });
+  const address = join(dir, 'run', 'snapshotter.sock');
+  const d = await startDaemonProcess(scope, name, ['--address', address, '--root', root, '--config', await writeConfig(dir, port),
+    '--log-level', 'info', '--external-fuse-server', '--fuse-socket', first.socket]);
+  await readyzBecomes(port, 200, 'the daemon to serve');
+
+  const c = new SnapshotsClient(address);
+  const layer = layers[0] as StoreLayer;
+  let lower: string;
+  try {
+    await remoteLayer(c, 'extract-0', 'layer-0', layer);
+    lower = mountDirs((await c.prepare('container', 'layer-0')).mounts).lower[0] as string;
+  } finally {
+    c.close();
+  }
+  assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content);
+  const firstPid = await first.pid();
+  assert.match((await get(port, '/readyz')).body, new RegExp(`^ready: .*\\(pid ${firstPid}, .* serves all 1 layer mounts`));
+
+  // The next pod's server: not our child, takes every mount over through the control socket.
+  const next = await ManagedProcess.start({
+    name: 'next fuse-server', cmd: process.execPath, logFile: scope.path('ho-fuse', 'next.log'), cwd: scope.path('ho-fuse'),
+    args: [daemonBin, 'fuse-server', '--replace', '--root', root, '--store', store, '--socket', first.socket, '--log-level', 'info'],
+  });
+  scope.defer('stop the next fuse-server', async () => { if (next.running) await next.kill('SIGTERM', 30_000); });
+  await waitUntil(async () => (await first.pid().catch(() => firstPid)) === next.pid && await canConnect(first.socket),
+    { what: 'the next server to serve on the socket', process: next, timeoutMs: 60_000 });
+  const body = await waitUntil(async () => new RegExp(`^ready: .*\\(pid ${next.pid}, `).test((await get(port, '/readyz')).body),
+    { what: 'the daemon to be ready with the next server', timeoutMs: 30_000 }).then(async () => (await get(port, '/readyz')).body);
+  assert.match(body, /serves all 1 layer mounts the snapshots in use need/);
+  assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content, 'the layer reads through its mount after the handover');
+
+  // The old server idles holding nothing; SIGTERM ends it without touching the mounts.
+  assert.deepEqual(await first.process.stop(30_000).then((s) => ({ code: s.code, forced: s.forced })), { code: 0, forced: false });
+  assert.equal((await get(port, '/readyz')).status, 200, 'still ready once the old server is gone');
+  assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content);
+  await d.stop();
+  await next.kill('SIGTERM', 30_000);
+});
