@@ -1,5 +1,7 @@
-// The metrics endpoint: GET /metrics on a TCP address, in Prometheus' text format; anything
-// else is 404 (or 405 for another method on /metrics). The page is rendered at most once per
+// The daemon's HTTP listener: GET /metrics on a TCP address, in Prometheus' text format, and,
+// when the daemon gives its health, GET /livez (200 while the event loop answers) and /readyz
+// (200 when the daemon says it is ready, else 503; the body is one line saying why). Anything
+// else is 404 (or 405 for another method). The page is rendered at most once per
 // second (cacheMs): every scrape within that second gets the same text, and scrapes that arrive
 // while it is being rendered share that rendering. A scraper, however fast and whoever it is,
 // thus costs the FUSE server at most one collection per second and this daemon one merge.
@@ -17,6 +19,14 @@ export interface MetricsServerOptions {
   log: Logger;
   /** How long a rendered page is served again (default 1000 ms; 0 renders every scrape). */
   cacheMs?: number;
+  /** Answers /readyz; absent: no /livez and /readyz. */
+  readiness?: () => Promise<Readiness>;
+}
+
+/** Whether the daemon is ready, and a one-line reason either way (the body of /readyz). */
+export interface Readiness {
+  ready: boolean;
+  reason: string;
 }
 
 /** How long one rendering of the page answers scrapes. */
@@ -42,15 +52,30 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
     return merged.registry.metrics();
   }, opts.cacheMs ?? METRICS_PAGE_CACHE_MS);
 
+  // Probes that arrive while one is under way share its answer: one check at a time, however many ask.
+  const ready = opts.readiness ? throttle(opts.readiness, 0) : undefined;
+  const paths = ready ? ['/metrics', '/livez', '/readyz'] : ['/metrics'];
+  const text = (res: ServerResponse, code: number, body: string, head: boolean): void => {
+    res.writeHead(code, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }).end(head ? undefined : `${body}\n`);
+  };
+
   async function answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found; metrics are at /metrics\n');
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (!paths.includes(path)) {
+      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' })
+        .end(ready ? 'not found; metrics are at /metrics, liveness at /livez, readiness at /readyz\n' : 'not found; metrics are at /metrics\n');
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { 'content-type': 'text/plain; charset=utf-8', allow: 'GET, HEAD' }).end(`${String(req.method)} not allowed; use GET\n`);
       return;
+    }
+    const head = req.method === 'HEAD';
+    // Answering at all is the proof: an event loop that is stuck answers nothing.
+    if (path === '/livez') return text(res, 200, 'alive', head);
+    if (path === '/readyz' && ready) {
+      const r = await ready().catch((err: unknown): Readiness => ({ ready: false, reason: `the readiness check failed: ${err instanceof Error ? err.message : String(err)}` }));
+      return text(res, r.ready ? 200 : 503, r.reason.replace(/\s*\n\s*/g, ' '), head);
     }
     const body = await render();
     res.writeHead(200, { 'content-type': Registry.PROMETHEUS_CONTENT_TYPE });

@@ -13,7 +13,8 @@ import { dirname, join } from 'node:path';
 import { errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
 
-function answers(path: string): Promise<boolean> {
+/** Whether something accepts connections on the unix socket at path right now. */
+export function socketAnswers(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const c = createConnection(path);
     c.once('connect', () => { c.destroy(); resolve(true); });
@@ -63,7 +64,7 @@ export async function prepareSocketPath(path: string, log?: Logger): Promise<{ c
   try {
     const st = await lstat(path);
     if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
-    if (await answers(path)) throw new Error(`another process is serving on ${path}; stop it first`);
+    if (await socketAnswers(path)) throw new Error(`another process is serving on ${path}; stop it first`);
     await unlink(path);
   } catch (err) {
     if (errnoCode(err) !== 'ENOENT') throw err;

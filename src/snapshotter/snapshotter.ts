@@ -103,6 +103,11 @@ export class Snapshotter {
     this.store.close();
   }
 
+  /** The directories where a layer must be mounted for the snapshots in use (one query, no disk access). */
+  layerMountsNeeded(): string[] {
+    return this.store.remoteInUse().map((r) => upperPath(this.root, r.id));
+  }
+
   stat(key: string): Info {
     return publicInfo(this.mustGet(key));
   }

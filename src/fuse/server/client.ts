@@ -18,8 +18,11 @@ import { dialControlSocket, ForeignSocket } from './socket.js';
 export interface RemoteMounterOptions {
   socket: string;
   log: Logger;
-  /** Starts a server process (detached) and returns its pid; called when nothing answers on the socket. */
-  startServer: () => number | undefined | void;
+  /**
+   * Starts a server process (detached) and returns its pid; called when nothing answers on the
+   * socket. Absent: a server is started by someone else (`--external-fuse-server`), only waited for.
+   */
+  startServer?: () => number | undefined | void;
   /** How long to wait for a started server's socket. */
   startTimeoutMs?: number;
   /** The daemon's root and store: the server takes mounts only there (sent with every hello). */
@@ -56,6 +59,17 @@ export class RemoteLayerMounter implements LayerMounts {
 
   private hello(): Params<'hello'> {
     return this.o.scope ? { scope: this.o.scope } : {};
+  }
+
+  /**
+   * One round trip (hello): the server's pid, version and host, and every mountpoint it serves,
+   * as of its answer. Reconnects first if the connection dropped. For a readiness probe.
+   */
+  async probe(): Promise<{ server: { pid: number; version: string; host?: string }; mounts: string[] }> {
+    await this.call('hello', this.hello());
+    const server = this.server;
+    if (!server) throw new Unavailable('the FUSE server answered without its state');
+    return { server, mounts: this.mountpoints() };
   }
 
   /** How the server reads files (known once it serves a layer). */
@@ -192,11 +206,13 @@ export class RemoteLayerMounter implements LayerMounts {
         return c;
       } catch (err) {
         if (err instanceof ForeignSocket) throw err;
+        // Let go of while waiting for a server: waiting on would keep the process alive.
+        if (this.disconnected) throw new Unavailable('this client of the FUSE server has disconnected');
         if (Date.now() > deadline) throw new Unavailable(`no FUSE server answers on ${this.o.socket}: ${(err as Error).message}`, err);
         if (pid !== undefined && !isAlive(pid)) {
           throw new Unavailable(`the FUSE server started for ${this.o.socket} (pid ${pid}) exited at once; its log says why`);
         }
-        if (!started && attempt >= 10) {
+        if (!started && attempt >= 10 && this.o.startServer) {
           started = true;
           this.o.log.info({ socket: this.o.socket }, 'no FUSE server answers; starting one');
           pid = this.o.startServer() ?? undefined;
