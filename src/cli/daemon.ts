@@ -136,6 +136,14 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
       log: layerLog,
       scope,
       ...(opts.externalFuseServer ? {} : { startServer }),
+      // A fresh server (its container or process restarted after a crash) serves none of the
+      // layers the running containers stand on, and their mounts are dead: mount them again.
+      onServerChange: (now, before) => {
+        const s = sn;
+        if (!s || phase.name !== 'serving') return;
+        log.info({ fuseServer: now, before }, 'another FUSE server answers now; mounting again any layer it does not serve');
+        s.remountLayers().catch((err: unknown) => log.error({ err }, 'could not mount the layers again on the new FUSE server'));
+      },
     });
     mounter = m;
     // Disconnects only: the FUSE server and its mounts outlive the daemon.

@@ -25,5 +25,6 @@ export class CountingRemoteLayers implements RemoteLayers {
   unmount(dir: string, stillUnused: () => boolean): Promise<void> { return this.inner.unmount(dir, stillUnused); }
   mounted(): string[] { return this.inner.mounted(); }
   reconcile(prefix: string, wanted: ReadonlyMap<string, string>): Promise<void> { return this.inner.reconcile(prefix, wanted); }
+  remount(prefix: string, wanted: ReadonlyMap<string, string>): Promise<void> { return this.inner.remount(prefix, wanted); }
   close(): Promise<void> { return this.inner.close(); }
 }

@@ -67,8 +67,16 @@ export class StoreLayers implements RemoteLayers {
     return this.mounter.mountpoints();
   }
 
-  async reconcile(prefix: string, wanted: ReadonlyMap<string, string>): Promise<void> {
-    const report = await this.mounter.reconcile(prefix, new Set(wanted.keys()));
+  reconcile(prefix: string, wanted: ReadonlyMap<string, string>): Promise<void> {
+    return this.reconcileKeeping(prefix, wanted, []);
+  }
+
+  remount(prefix: string, wanted: ReadonlyMap<string, string>): Promise<void> {
+    return this.reconcileKeeping(prefix, wanted, this.mounter.mountpoints());
+  }
+
+  private async reconcileKeeping(prefix: string, wanted: ReadonlyMap<string, string>, alsoKeep: readonly string[]): Promise<void> {
+    const report = await this.mounter.reconcile(prefix, new Set([...wanted.keys(), ...alsoKeep]));
     if (report.staleCleared.length > 0) this.log.warn({ mounts: report.staleCleared }, 'cleared dead layer mounts left by an earlier run');
     if (report.unmounted.length > 0) this.log.info({ mounts: report.unmounted }, 'unmounted layers no snapshot needs');
     for (const f of report.failed) this.log.error({ mountpoint: f.mountpoint, error: f.error }, 'could not clear a layer mount');

@@ -33,6 +33,12 @@ export interface RemoteLayers {
    * (directory → digest) that is not mounted.
    */
   reconcile(prefix: string, wanted: ReadonlyMap<string, string>): Promise<void>;
+  /**
+   * After the layers' server changed while running (a fresh one after a crash): clears the dead
+   * mounts under prefix and mounts each wanted layer that is not mounted. Unlike reconcile, it
+   * unmounts nothing the server serves: a Prepare may have mounted a layer not recorded yet.
+   */
+  remount(prefix: string, wanted: ReadonlyMap<string, string>): Promise<void>;
   /** At shutdown: unmounts every layer, lazily where busy. */
   close(): Promise<void>;
 }

@@ -74,6 +74,8 @@ export class Snapshotter {
    * take them for orphans.
    */
   private readonly making = new Set<string>();
+  private remounting: Promise<void> | undefined;
+  private remountAgain = false;
 
   private constructor(root: string, store: MetaStore, opts: SnapshotterOptions) {
     this.root = root;
@@ -104,6 +106,29 @@ export class Snapshotter {
   }
 
   /** The directories where a layer must be mounted for the snapshots in use (one query, no disk access). */
+  /**
+   * The layers' server changed under a running daemon (a fresh one after a crash): every layer
+   * an active snapshot stands on is mounted again where it is not. Runs one at a time; a change
+   * during a run makes one more run.
+   */
+  remountLayers(): Promise<void> {
+    if (!this.remote) return Promise.resolve();
+    const remote = this.remote;
+    if (this.remounting) {
+      this.remountAgain = true;
+      return this.remounting;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.remountAgain = false;
+        const wanted = new Map(this.store.remoteInUse().map((r) => [upperPath(this.root, r.id), r.remoteDigest as string]));
+        await remote.remount(snapshotsDir(this.root), wanted);
+      } while (this.remountAgain);
+    };
+    this.remounting = run().finally(() => { this.remounting = undefined; });
+    return this.remounting;
+  }
+
   layerMountsNeeded(): string[] {
     return this.store.remoteInUse().map((r) => upperPath(this.root, r.id));
   }

@@ -151,6 +151,10 @@ class RecordingLayers implements RemoteLayers {
   }
   mounted() { return [...this.mountedDirs.keys()]; }
   readonly reconciled: Array<ReadonlyMap<string, string>> = [];
+  readonly remounted: Array<ReadonlyMap<string, string>> = [];
+  async remount(_prefix: string, wanted: ReadonlyMap<string, string>) {
+    this.remounted.push(wanted);
+  }
   async reconcile(_prefix: string, wanted: ReadonlyMap<string, string>) {
     this.reconciled.push(wanted);
     for (const [dir, digest] of wanted) this.mountedDirs.set(dir, digest);

@@ -25,6 +25,12 @@ export interface RemoteMounterOptions {
   startServer?: () => number | undefined | void;
   /** How long to wait for a started server's socket. */
   startTimeoutMs?: number;
+  /**
+   * Told when answers come from another server than before (another pid or host): a fresh
+   * server after a crash, which serves none of the mounts the daemon's snapshots need, or the
+   * successor of a handover, which serves them all.
+   */
+  onServerChange?: (now: { pid: number; host?: string }, before: { pid: number; host?: string }) => void;
   /** The daemon's root and store: the server takes mounts only there (sent with every hello). */
   scope?: ServerScope;
 }
@@ -245,7 +251,12 @@ export class RemoteLayerMounter implements LayerMounts {
       return;
     }
     if (r.state) {
+      const before = this.last;
       this.last = r.state;
+      if (before && (before.pid !== r.state.pid || before.host !== r.state.host)) {
+        this.o.onServerChange?.({ pid: r.state.pid, ...(r.state.host !== undefined ? { host: r.state.host } : {}) },
+          { pid: before.pid, ...(before.host !== undefined ? { host: before.host } : {}) });
+      }
       if (r.state.mounts) {
         this.mounts = new Set(r.state.mounts);
         this.mountsVersion = r.state.mountsVersion;
