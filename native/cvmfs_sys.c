@@ -1398,20 +1398,25 @@ static int wait_for(int fd, short events, int64_t timeout_ms) {
 
 // unixListen(path, backlog) -> fd | -errno: a listening SOCK_SEQPACKET socket (non-blocking,
 // close-on-exec). The caller sets the umask it is born with.
-static napi_value js_unix_listen(napi_env env, napi_callback_info info) {
+// The (path: Buffer, n: lo..hi) arguments of unixListen and unixConnect: 1 when both are good, 0
+// when a TypeError was thrown (the caller returns NULL), or -errno for a path that cannot be one.
+static int path_and_int(napi_env env, napi_callback_info info, int64_t lo, int64_t hi, const char *usage,
+                        struct sockaddr_un *sa, int64_t *n) {
   napi_value argv[2];
   get_args(env, info, 2, argv);
+  int r = arg_i64(env, argv[1], n) && *n >= lo && *n <= hi ? unix_address(env, argv[0], sa) : -EINVAL;
+  if (r == -EINVAL) {
+    napi_throw_type_error(env, NULL, usage);
+    return 0;
+  }
+  return r < 0 ? r : 1;
+}
+
+static napi_value js_unix_listen(napi_env env, napi_callback_info info) {
   struct sockaddr_un sa;
   int64_t backlog;
-  if (!arg_i64(env, argv[1], &backlog) || backlog < 1 || backlog > 128) {
-    napi_throw_type_error(env, NULL, "unixListen(path: Buffer, backlog: 1..128)");
-    return NULL;
-  }
-  int r = unix_address(env, argv[0], &sa);
-  if (r == -EINVAL) {
-    napi_throw_type_error(env, NULL, "unixListen(path: Buffer, backlog: 1..128)");
-    return NULL;
-  }
+  int r = path_and_int(env, info, 1, 128, "unixListen(path: Buffer, backlog: 1..128)", &sa, &backlog);
+  if (r == 0) return NULL;
   if (r < 0) return num(env, r);
   int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (s < 0) return num(env, -errno);
@@ -1442,19 +1447,10 @@ static napi_value js_unix_accept(napi_env env, napi_callback_info info) {
 // close-on-exec). A unix connect waits only while the listener's backlog is full; SO_SNDTIMEO
 // bounds that wait.
 static napi_value js_unix_connect(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  get_args(env, info, 2, argv);
   struct sockaddr_un sa;
   int64_t timeout;
-  if (!arg_i64(env, argv[1], &timeout) || timeout < 1 || timeout > 60000) {
-    napi_throw_type_error(env, NULL, "unixConnect(path: Buffer, timeoutMs: 1..60000)");
-    return NULL;
-  }
-  int r = unix_address(env, argv[0], &sa);
-  if (r == -EINVAL) {
-    napi_throw_type_error(env, NULL, "unixConnect(path: Buffer, timeoutMs: 1..60000)");
-    return NULL;
-  }
+  int r = path_and_int(env, info, 1, 60000, "unixConnect(path: Buffer, timeoutMs: 1..60000)", &sa, &timeout);
+  if (r == 0) return NULL;
   if (r < 0) return num(env, r);
   int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (s < 0) return num(env, -errno);
