@@ -1,8 +1,8 @@
 // A FUSE server that dies under a running daemon (a crash, its pod container restarted): its
 // layer mounts are dead (ENOTCONN) and the daemon is not ready; once a fresh server answers on
 // the same socket, the daemon (the same process: it must outlive its server) mounts again every
-// layer its active snapshots stand on, is ready,
-// and serves new remote snapshots, with no dead mount left. Both when the server is another
+// layer its active snapshots stand on, is ready, and serves new remote snapshots, with no dead
+// mount left. Both when the server is another
 // container's (--external-fuse-server) and when the daemon starts its own.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
