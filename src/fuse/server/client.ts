@@ -231,6 +231,10 @@ export class RemoteLayerMounter implements LayerMounts {
   private attach(c: net.Socket): void {
     this.conn = c;
     const lines = readline.createInterface({ input: c, crlfDelay: Infinity });
+    // readline hands the socket's errors on to its own listeners: without one, a server that dies
+    // with a reset (ECONNRESET rather than a clean close) was an uncaught exception that took the
+    // daemon down with it. The socket's own handler below logs it; its close does the rest.
+    lines.on('error', () => undefined);
     lines.on('line', (line) => this.receive(line));
     c.on('error', (err) => this.o.log.debug({ err }, 'FUSE server connection error'));
     c.on('close', () => {

@@ -352,6 +352,8 @@ export class FuseServer {
         child.once('error', (err) => { clearTimeout(timer); reject(err); });
         child.once('exit', (code, signal) => { clearTimeout(timer); reject(new Error(`the new FUSE server exited (${signal ?? code}) before it was ready`)); });
         const out = readline.createInterface({ input: child.stdio[3] as NodeJS.ReadableStream });
+        // A successor dying is seen by 'exit' above; its pipe's error must not be uncaught here.
+        out.on('error', () => undefined);
         out.on('line', (l) => { if (l.trim() === READY_LINE) { clearTimeout(timer); resolve(); } });
         child.stdin?.end(JSON.stringify(state));
       });
