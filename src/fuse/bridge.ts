@@ -63,8 +63,8 @@ export class Bridge implements FuseHandler {
   /** Reads go straight to the store's files (settled by INIT). */
   passthrough: boolean;
   /**
-   * The layer has no xattr at all and no opaque directory (xattr-census.ts): GETXATTR and
-   * LISTXATTR answer ENOSYS, and the kernel stops asking this connection.
+   * The layer has no xattr at all and no opaque directory (xattr-census.ts): GETXATTR answers
+   * ENOSYS, and the kernel stops asking this connection; LISTXATTR answers the empty list.
    */
   xattrFree = false;
   private fallbackLogged = false;
@@ -380,7 +380,10 @@ export class Bridge implements FuseHandler {
   }
 
   private listxattr(req: FuseRequest, ch: FuseChannel, node: Node): void {
-    if (this.xattrFree) return this.fail(req, ch, E.ENOSYS);
+    // No ENOSYS here: after it the kernel fails every listxattr() on the mount with EOPNOTSUPP,
+    // where a plain directory lists nothing (getfattr -d, tar --xattrs and rsync -X would say
+    // so). overlayfs lists xattrs only at copy-up, so the fast answer is the empty list.
+    if (this.xattrFree) return this.sized(req, ch, Buffer.alloc(0), req.body.readUInt32LE(0));
     const size = req.body.readUInt32LE(0);
     this.withInfo(req, ch, node, (info) => {
       if (info.whiteout) return this.sized(req, ch, Buffer.alloc(0), size);

@@ -59,6 +59,19 @@ test('a layer without any xattr is found so, and a second container start sends 
   // Reading xattrs through the mount gives "not supported", never a wrong value.
   const r = await sh(`getfattr -n user.any ${q(path.join(root, 'mnt/plain/top'))}`);
   assert.match(r.stderr, /Operation not supported|No such attribute/);
+  // Listing them is not "not supported": a plain directory lists none, and so does the layer,
+  // directly and through an overlay (tar --xattrs, rsync -X and getfattr -d list first).
+  const o = path.join(root, 'ovl', 'plain-list');
+  for (const d of ['u', 'w', 'm']) fs.mkdirSync(path.join(o, d), { recursive: true });
+  await shOk(`mount -t overlay overlay -o ${q(`lowerdir=${path.join(root, 'mnt', 'plain')},upperdir=${o}/u,workdir=${o}/w,index=off`)} ${q(`${o}/m`)}`);
+  try {
+    for (const p of [path.join(root, 'mnt/plain'), `${o}/m`]) {
+      const d = await sh(`getfattr --absolute-names --recursive --physical --dump --match=- ${q(p)}`);
+      assert.deepEqual([d.code, d.stdout.trim(), d.stderr.trim()], [0, '', ''], `${p}: every entry lists no xattr, and listing is no error`);
+    }
+  } finally {
+    await sh(`umount ${q(`${o}/m`)}`);
+  }
 });
 
 test('a layer with one xattr deep down keeps serving xattrs', async () => {
