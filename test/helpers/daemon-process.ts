@@ -10,6 +10,30 @@ import { daemonBin } from './paths.js';
 import { ManagedProcess } from './process.js';
 import type { Scope } from './scope.js';
 import { canConnect, waitUntil } from './wait.js';
+import { defaultDaemonConfig } from './daemon.js';
+
+/** A daemon config over store with its HTTP listener ([metrics]: /metrics, /livez, /readyz) on 127.0.0.1:port. */
+export const configWithMetrics = (store: string, port: number): string => `${defaultDaemonConfig(store)}\n[metrics]\naddress = "127.0.0.1:${port}"\n`;
+
+/** GET http://127.0.0.1:port/path: its status and body. */
+export async function httpGet(port: number, path: string): Promise<{ status: number; body: string }> {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: r.status, body: await r.text() };
+}
+
+/**
+ * Polls /readyz until its status is the one wanted (and its body matches); the last answer's
+ * body. With daemon, fails at once, with its log tail, if it exits meanwhile.
+ */
+export async function readyzBecomes(port: number, want: number, what: string, o: { daemon?: ManagedProcess; match?: RegExp; timeoutMs?: number } = {}): Promise<string> {
+  let last = { status: 0, body: '' };
+  await waitUntil(async () => {
+    last = await httpGet(port, '/readyz').catch((err: unknown) => ({ status: 0, body: `no answer: ${String(err)}` }));
+    return last.status === want && (o.match === undefined || o.match.test(last.body));
+  }, { what: `${what} (/readyz ${want}${o.match ? ` matching ${o.match.source}` : ''})`, timeoutMs: o.timeoutMs ?? 60_000, ...(o.daemon ? { process: o.daemon } : {}) })
+    .catch((err: unknown) => { throw new Error(`${err instanceof Error ? err.message : String(err)}; the last answer: ${last.status} ${last.body.trim()}`); });
+  return last.body;
+}
 
 export interface DaemonProcess {
   readonly pid: number;

@@ -12,12 +12,11 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { isAlive } from '../../src/sys/pid.js';
 import { SnapshotsClient } from '../../src/server/client.js';
 import { LAYER_DIGEST_LABEL, TARGET_REF_LABEL } from '../../src/snapshotter/labels.js';
-import { defaultDaemonConfig, startDaemon, type LogRecord } from '../helpers/daemon.js';
-import { startDaemonProcess } from '../helpers/daemon-process.js';
+import { startDaemon, type LogRecord } from '../helpers/daemon.js';
+import { configWithMetrics, readyzBecomes, startDaemonProcess } from '../helpers/daemon-process.js';
 import { startFuseServer } from '../helpers/fuse-server-process.js';
 import { fuseMountsUnder, statMounts } from '../helpers/lazy.js';
 import { freePort } from '../helpers/ports.js';
-import type { ManagedProcess } from '../helpers/process.js';
 import { Scope } from '../helpers/scope.js';
 import { makeStoreLayers, mountDirs, type StoreLayer } from '../helpers/snapshot-cycles.js';
 import { waitUntil } from '../helpers/wait.js';
@@ -33,26 +32,7 @@ before(async () => {
 });
 after(async () => { await scope?.teardown(); });
 
-const config = (port: number): string => `${defaultDaemonConfig(store)}\n[metrics]\naddress = "127.0.0.1:${port}"\n`;
-
-async function get(port: number, path: string): Promise<{ status: number; body: string }> {
-  const r = await fetch(`http://127.0.0.1:${port}${path}`);
-  return { status: r.status, body: await r.text() };
-}
-
-/**
- * Polls /readyz until its status is the one wanted (and its body matches); the last answer's
- * body. Fails at once, with the daemon's log tail, if the daemon exits meanwhile.
- */
-async function readyzBecomes(daemon: ManagedProcess, port: number, want: number, what: string, match?: RegExp): Promise<string> {
-  let last = { status: 0, body: '' };
-  await waitUntil(async () => {
-    last = await get(port, '/readyz').catch((err: unknown) => ({ status: 0, body: `no answer: ${String(err)}` }));
-    return last.status === want && (match === undefined || match.test(last.body));
-  }, { what: `${what} (/readyz ${want}${match ? ` matching ${match.source}` : ''})`, timeoutMs: 60_000, process: daemon })
-    .catch((err: unknown) => { throw new Error(`${err instanceof Error ? err.message : String(err)}; the last answer: ${last.status} ${last.body.trim()}`); });
-  return last.body;
-}
+const config = (port: number): string => configWithMetrics(store, port);
 
 function grpcCode(err: unknown): number | undefined {
   return typeof err === 'object' && err !== null && 'code' in err ? (err as ServiceError).code : undefined;
@@ -113,7 +93,7 @@ test('--external-fuse-server: after its FUSE server is SIGKILLed, the daemon mou
   await writeFile(configFile, config(port));
   const d = await startDaemonProcess(scope, name, ['--address', address, '--root', root, '--config', configFile,
     '--log-level', 'info', '--external-fuse-server', '--fuse-socket', first.socket]);
-  await readyzBecomes(d.process, port, 200, 'the daemon to serve');
+  await readyzBecomes(port, 200, 'the daemon to serve', { daemon: d.process });
 
   const c = new SnapshotsClient(address);
   try {
@@ -126,7 +106,7 @@ test('--external-fuse-server: after its FUSE server is SIGKILLed, the daemon mou
     assert.equal(firstPid, first.process.pid, 'the server answering is the one this test started');
     await killFuseServer(firstPid, first.socket);
     await assertDead(root, lower);
-    assert.match(await readyzBecomes(d.process, port, 503, 'the daemon to see its server gone'), new RegExp(`^the FUSE server on ${first.socket} does not answer`));
+    assert.match(await readyzBecomes(port, 503, 'the daemon to see its server gone', { daemon: d.process }), new RegExp(`^the FUSE server on ${first.socket} does not answer`));
 
     // The fuse-server container restarted: a fresh server on the same socket, root and store.
     const fresh = await startFuseServer(scope, { name: 'ext-fuse', root, store });
@@ -134,7 +114,7 @@ test('--external-fuse-server: after its FUSE server is SIGKILLed, the daemon mou
     const freshPid = await fresh.pid();
     const freshAt = Date.now();
     assert.notEqual(freshPid, firstPid);
-    const body = await readyzBecomes(d.process, port, 200, 'the daemon to be ready on the fresh server', new RegExp(`\\(pid ${freshPid}, `));
+    const body = await readyzBecomes(port, 200, 'the daemon to be ready on the fresh server', { daemon: d.process, match: new RegExp(`\\(pid ${freshPid}, `) });
     const readyMs = Date.now() - freshAt;
     assert.match(body, /serves all 1 layer mounts the snapshots in use need/);
     assert.ok(d.process.running, 'the daemon outlived the crash of its FUSE server (same process)');
@@ -149,7 +129,7 @@ test('--external-fuse-server: after its FUSE server is SIGKILLed, the daemon mou
     const health = await mountHealth(root);
     assert.deepEqual(health.sort((a, b) => a.mountpoint.localeCompare(b.mountpoint)),
       [lower, lower1].sort().map((mountpoint) => ({ mountpoint, error: undefined })), 'no dead mount is left, and no mount is stacked');
-    assert.match(await readyzBecomes(d.process, port, 200, 'the daemon to stay ready'), /serves all 2 layer mounts/);
+    assert.match(await readyzBecomes(port, 200, 'the daemon to stay ready', { daemon: d.process }), /serves all 2 layer mounts/);
     t.diagnostic(`fresh FUSE server ${freshPid} (after the SIGKILL of ${firstPid}): /readyz 200 ${readyMs} ms after it listened; it serves ${health.length} mounts`);
   } finally {
     c.close();
@@ -160,7 +140,7 @@ test('--external-fuse-server: after its FUSE server is SIGKILLed, the daemon mou
 test('the daemon\'s own FUSE server SIGKILLed: a readiness probe starts a new one, which gets the layers mounted again', async (t) => {
   const port = await freePort();
   const d = await startDaemon(scope, { name: 'own', configToml: config(port), logLevel: 'info' });
-  await readyzBecomes(d.process, port, 200, 'the daemon to serve');
+  await readyzBecomes(port, 200, 'the daemon to serve', { daemon: d.process });
   const c = new SnapshotsClient(d.socket);
   try {
     const layer = layers[0] as StoreLayer;
@@ -176,7 +156,7 @@ test('the daemon\'s own FUSE server SIGKILLed: a readiness probe starts a new on
     await assertDead(d.root, lower);
 
     // The probe finds the server gone; the daemon starts another and mounts the layer again.
-    const body = await readyzBecomes(d.process, port, 200, 'the daemon to be ready with a new server of its own', /serves all 1 layer mounts/);
+    const body = await readyzBecomes(port, 200, 'the daemon to be ready with a new server of its own', { daemon: d.process, match: /serves all 1 layer mounts/ });
     const readyMs = Date.now() - killedAt;
     const secondPid = await d.fuseServerPid();
     assert.ok(secondPid !== undefined && secondPid !== firstPid, `a new FUSE server runs (${secondPid}, was ${firstPid})`);

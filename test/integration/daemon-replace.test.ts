@@ -17,7 +17,7 @@ import { defaultDaemonConfig, parseJsonLines, startDaemon, type Daemon, type Log
 import { mountpointsUnder, readRecords } from '../helpers/root-check.js';
 import { makeStoreLayers, mountDirs, type StoreLayer } from '../helpers/snapshot-cycles.js';
 import { freePort } from '../helpers/ports.js';
-import { startDaemonProcess, startFuseServerAs, waitForLog } from '../helpers/daemon-process.js';
+import { configWithMetrics, httpGet, readyzBecomes, startDaemonProcess, startFuseServerAs, waitForLog } from '../helpers/daemon-process.js';
 import { startFuseServer } from '../helpers/fuse-server-process.js';
 import { processesMentioning } from '../helpers/processes.js';
 import { ManagedProcess } from '../helpers/process.js';
@@ -36,22 +36,7 @@ before(async () => {
 });
 after(async () => { await scope?.teardown(); });
 
-const config = (port: number): string => `${defaultDaemonConfig(store)}\n[metrics]\naddress = "127.0.0.1:${port}"\n`;
-
-async function get(port: number, path: string): Promise<{ status: number; body: string }> {
-  const r = await fetch(`http://127.0.0.1:${port}${path}`);
-  return { status: r.status, body: await r.text() };
-}
-
-/** Polls /readyz until its status is the one wanted; the last answer. */
-async function readyzBecomes(port: number, want: number, what: string): Promise<string> {
-  let last = { status: 0, body: '' };
-  await waitUntil(async () => {
-    last = await get(port, '/readyz').catch(() => ({ status: 0, body: '' }));
-    return last.status === want;
-  }, { what: `${what} (/readyz ${want}; last ${last.status} ${last.body.trim()})`, timeoutMs: 30_000 });
-  return last.body;
-}
+const config = (port: number): string => configWithMetrics(store, port);
 
 function grpcCode(err: unknown): number | undefined {
   return typeof err === 'object' && err !== null && 'code' in err ? (err as ServiceError).code : undefined;
@@ -78,7 +63,7 @@ test('--replace: the serving daemon steps down and idles, the new one serves the
   const lower = mountDirs(mounts).lower[0] as string;
   assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content, 'the layer reads through its mount');
   // ca stays connected through the takeover, as containerd's connection does.
-  assert.equal((await get(portA, '/readyz')).status, 200, 'A is ready before');
+  assert.equal((await httpGet(portA, '/readyz')).status, 200, 'A is ready before');
   const recordsBefore = readRecords(a.root);
   const dirsBefore = (await readdir(join(a.root, 'snapshots'))).sort();
   const mountsBefore = await mountpointsUnder(a.root);
@@ -129,8 +114,8 @@ test('--replace: the serving daemon steps down and idles, the new one serves the
   }
   assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content, 'the layer still reads through its mount');
 
-  assert.deepEqual(await get(portA, '/livez'), { status: 200, body: 'alive\n' }, 'A is alive while idle');
-  const aReady = await get(portA, '/readyz');
+  assert.deepEqual(await httpGet(portA, '/livez'), { status: 200, body: 'alive\n' }, 'A is alive while idle');
+  const aReady = await httpGet(portA, '/readyz');
   assert.equal(aReady.status, 503, 'A is not ready once it stepped down');
   assert.match(aReady.body, new RegExp(`^stepped down for the daemon with pid ${b.pid} `));
 
@@ -144,13 +129,13 @@ test('--replace: the serving daemon steps down and idles, the new one serves the
   assert.deepEqual((await readdir(join(a.root, 'snapshots'))).sort(), dirsBefore, 'every snapshot directory is still there');
   assert.deepEqual(await mountpointsUnder(a.root), mountsBefore, 'every mount is still there');
   assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content, 'the layer reads through its mount after A exited');
-  assert.equal((await get(portB, '/readyz')).status, 200, 'B is still ready');
+  assert.equal((await httpGet(portB, '/readyz')).status, 200, 'B is still ready');
 
   // Without --replace, a third daemon refuses to start: B serves there.
   const refused = await runCli(['--address', a.socket, '--root', a.root, '--config', a.configFile], { timeoutMs: 60_000 });
   assert.notEqual(refused.code, 0);
   assert.match(refused.stderr, new RegExp(`another process is serving on ${a.socket}; stop it first, or start this daemon with --replace`));
-  const stillB = await get(portB, '/readyz');
+  const stillB = await httpGet(portB, '/readyz');
   assert.equal(stillB.status, 200, `B still serves: ${stillB.body}`);
 
   await b.stop();
@@ -211,8 +196,8 @@ test('--external-fuse-server: the daemon starts no FUSE server, waits for one of
     '--log-level', 'info', '--external-fuse-server', '--fuse-socket', fuseSocket]);
 
   await waitForLog(d, (r) => r.msg === 'waiting for a FUSE server to answer (--external-fuse-server: this daemon starts none)' && r.socket === fuseSocket, 'the daemon to say it waits');
-  assert.deepEqual(await get(port, '/livez'), { status: 200, body: 'alive\n' });
-  const waiting = await get(port, '/readyz');
+  assert.deepEqual(await httpGet(port, '/livez'), { status: 200, body: 'alive\n' });
+  const waiting = await httpGet(port, '/readyz');
   assert.equal(waiting.status, 503);
   assert.equal(waiting.body, `waiting for a FUSE server to answer on ${fuseSocket}\n`);
   assert.equal(await canConnect(address), false, 'no gRPC before a FUSE server answers');
@@ -223,7 +208,7 @@ test('--external-fuse-server: the daemon starts no FUSE server, waits for one of
   const foreign = await startFuseServerAs(scope, 'ext-fuse', 'not-this-pod', { root, store, socket: fuseSocket });
   await waitForLog(d, (r) => r.msg === 'waiting for this host\'s FUSE server: the one answering is another\'s (--external-fuse-server)'
     && (r.server as { host?: string } | undefined)?.host === 'not-this-pod', 'the daemon to say the server is another host\'s');
-  const foreignWait = await get(port, '/readyz');
+  const foreignWait = await httpGet(port, '/readyz');
   assert.deepEqual(foreignWait, { status: 503, body: `waiting for this host's FUSE server on ${fuseSocket}; the one answering runs on host "not-this-pod"\n` });
   assert.equal(await canConnect(address), false, 'no gRPC while only another host\'s server answers');
   await foreign.stop();
@@ -241,7 +226,7 @@ test('--external-fuse-server: the daemon starts no FUSE server, waits for one of
     const { mounts } = await c.prepare('container', 'layer-1');
     const lower = mountDirs(mounts).lower[0] as string;
     assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content);
-    assert.match((await get(port, '/readyz')).body, /^ready: .* serves all 1 layer mounts/);
+    assert.match((await httpGet(port, '/readyz')).body, /^ready: .* serves all 1 layer mounts/);
     const unmounted = await server.call('unmount', { mountpoint: lower });
     assert.equal(unmounted.error, undefined, JSON.stringify(unmounted));
     const lacking = await readyzBecomes(port, 503, 'the daemon to see the mount gone');
@@ -254,14 +239,14 @@ test('--external-fuse-server: the daemon starts no FUSE server, waits for one of
   await server.stop();
   const other = await startFuseServerAs(scope, 'ext-fuse', 'not-this-pod', { root, store, socket: fuseSocket });
   let wrongHost = { status: 0, body: '' };
-  await waitUntil(async () => /runs on host/.test((wrongHost = await get(port, '/readyz')).body), { what: 'the daemon to see the other host\'s server', timeoutMs: 30_000 });
+  await waitUntil(async () => /runs on host/.test((wrongHost = await httpGet(port, '/readyz')).body), { what: 'the daemon to see the other host\'s server', timeoutMs: 30_000 });
   assert.equal(wrongHost.status, 503);
   assert.equal(wrongHost.body, `the FUSE server on ${fuseSocket} (pid ${other.pid}) runs on host "not-this-pod", not on this daemon's host ${JSON.stringify(hostname())}: it is not this pod's server\n`);
   assert.ok(await canConnect(address), 'the daemon still serves gRPC');
 
   await other.stop();
   assert.match(await readyzBecomes(port, 503, 'the server gone'), new RegExp(`^the FUSE server on ${fuseSocket} does not answer`));
-  assert.equal((await get(port, '/livez')).status, 200);
+  assert.equal((await httpGet(port, '/livez')).status, 200);
   assert.deepEqual(processesMentioning(fuseSocket).filter((p) => p.pid !== d.pid), [], 'still no FUSE server of the daemon\'s own');
   await d.stop();
 });
@@ -317,7 +302,7 @@ test('--external-fuse-server: when the next pod\'s server takes the mounts over 
   }
   assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content);
   const firstPid = await first.pid();
-  assert.match((await get(port, '/readyz')).body, new RegExp(`^ready: .*\\(pid ${firstPid}, .* serves all 1 layer mounts`));
+  assert.match((await httpGet(port, '/readyz')).body, new RegExp(`^ready: .*\\(pid ${firstPid}, .* serves all 1 layer mounts`));
 
   // The next pod's server: not our child, takes every mount over through the control socket.
   const next = await ManagedProcess.start({
@@ -327,14 +312,14 @@ test('--external-fuse-server: when the next pod\'s server takes the mounts over 
   scope.defer('stop the next fuse-server', async () => { if (next.running) await next.kill('SIGTERM', 30_000); });
   await waitUntil(async () => (await first.pid().catch(() => firstPid)) === next.pid && await canConnect(first.socket),
     { what: 'the next server to serve on the socket', process: next, timeoutMs: 60_000 });
-  const body = await waitUntil(async () => new RegExp(`^ready: .*\\(pid ${next.pid}, `).test((await get(port, '/readyz')).body),
-    { what: 'the daemon to be ready with the next server', timeoutMs: 30_000 }).then(async () => (await get(port, '/readyz')).body);
+  const body = await waitUntil(async () => new RegExp(`^ready: .*\\(pid ${next.pid}, `).test((await httpGet(port, '/readyz')).body),
+    { what: 'the daemon to be ready with the next server', timeoutMs: 30_000 }).then(async () => (await httpGet(port, '/readyz')).body);
   assert.match(body, /serves all 1 layer mounts the snapshots in use need/);
   assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content, 'the layer reads through its mount after the handover');
 
   // The old server idles holding nothing; SIGTERM ends it without touching the mounts.
   assert.deepEqual(await first.process.stop(30_000).then((s) => ({ code: s.code, forced: s.forced })), { code: 0, forced: false });
-  assert.equal((await get(port, '/readyz')).status, 200, 'still ready once the old server is gone');
+  assert.equal((await httpGet(port, '/readyz')).status, 200, 'still ready once the old server is gone');
   assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content);
   await d.stop();
   await next.kill('SIGTERM', 30_000);
