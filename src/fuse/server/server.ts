@@ -61,6 +61,8 @@ export class FuseServer {
   private scope: ServerScope | undefined;
   /** A successor serves the mounts now. */
   handedOver = false;
+  /** The host name every answer carries: read once, not with a uname() per answer. */
+  private readonly host = hostname();
   /** The server in another pod that serves them, after a peer handover. */
   private peer: PeerIdentity | undefined;
   /** Settles when the handover under way ends; requests that change mounts wait for it. */
@@ -156,7 +158,7 @@ export class FuseServer {
   private state(withMounts: boolean): ServerState {
     const counters = this.mounter.counters();
     return {
-      pid: process.pid, host: hostname(), version: this.o.version, mountsVersion: this.mounter.mountsVersion, mountCount: counters.active,
+      pid: process.pid, host: this.host, version: this.o.version, mountsVersion: this.mounter.mountsVersion, mountCount: counters.active,
       ...(withMounts ? { mounts: this.mounter.mountpoints() } : {}),
       counters, cache: this.mounter.cacheStats(),
       ...(this.scope ? { scope: this.scope } : {}),
