@@ -56,6 +56,13 @@ export class LayerFs {
   private frontier: string[] = [];
   /** Keys of listings read ahead and not asked for yet. */
   private readonly ahead = new Set<string>();
+  /**
+   * Listings a READDIR asked for. A directory read below one of them is a walk (find, du, a
+   * container's first look at /usr), and what it reaches next is read ahead; a directory read
+   * alone (python's listdir of each directory on its path) is read alone: reading its
+   * subdirectories too would make a program that only looks there wait for the disk.
+   */
+  private readonly readByKernel = new WeakSet<Listing>();
   private aheadRunning = false;
 
   constructor(store: StoreAccess, cache: LayerCache, ns: string, log: Logger, tuning: LayerFsTuning) {
@@ -171,19 +178,26 @@ export class LayerFs {
   }
 
   /**
-   * The translated listing of a directory the kernel knows. `walk`: asked by a READDIR, so a
-   * program is walking the tree, and the listings it will ask for next are read ahead.
+   * The translated listing of a directory the kernel knows. `walk`: asked by a READDIR; when
+   * the parent was read that way too, a program is walking the tree, and the listings it will
+   * ask for next come along and are read ahead.
    */
   listing(dir: string, cb: Answer<Listing | undefined>, walk = false): void {
     const cached = this.cachedListing(dir);
     const dk = this.key('d', dir);
     if (cached) {
+      if (walk) this.readByKernel.add(cached);
       // A listing that came ahead was used: the walk goes on, so read further ahead.
       if (walk && this.ahead.delete(dk)) this.readAhead();
       return cb(0, cached);
     }
-    if (!this.first(dk, cb as Waiter)) return;
-    this.store.list(dir, this.t.prefetchEntries, this.nextSiblings(dir), (res, out) => {
+    const done: Answer<Listing | undefined> = walk ? (errno, l) => {
+      if (l) this.readByKernel.add(l);
+      cb(errno, l);
+    } : cb;
+    if (!this.first(dk, done as Waiter)) return;
+    const deep = walk && this.inWalk(dir);
+    this.store.list(dir, deep ? this.t.prefetchEntries : 0, deep ? this.nextSiblings(dir) : [], (res, out) => {
       if (res < 0 || !out) return this.finish(dk, this.failure(res, 'list', dir), undefined);
       let dirs: ListedDir[];
       let frontier: string[];
@@ -198,11 +212,19 @@ export class LayerFs {
       this.keepAhead(dirs.slice(1));
       this.cache.setValue(dk, first.listing, first.listing.bytes);
       this.finish(dk, 0, first.listing);
-      if (walk) {
+      if (deep) {
         this.frontier = frontier;
         this.readAhead();
       }
     });
+  }
+
+  /** Whether dir's parent was read by a READDIR: then reading dir is a step of a walk. */
+  private inWalk(dir: string): boolean {
+    if (dir === '') return false;
+    const slash = dir.lastIndexOf('/');
+    const parent = this.cache.peek(this.key('d', slash < 0 ? '' : dir.slice(0, slash)));
+    return parent?.kind === 'value' && this.readByKernel.has(parent.value as Listing);
   }
 
   /** Listings that came along with another: cached (after the one asked for) and noted as ahead. */
