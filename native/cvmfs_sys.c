@@ -1342,6 +1342,47 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return num(env, close((int)fd) < 0 ? -errno : 0);
 }
 
+// execv(path, argv: Buffers) replaces this process by path with argv (argv[0] included), keeping its pid:
+// a server started without its runtime flags starts again with them, still the process its
+// supervisor (a container runtime, systemd) started. Returns -errno only when it failed.
+static napi_value js_execv(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  get_args(env, info, 2, argv);
+  char *path = NULL;
+  bool isarr = false;
+  uint32_t n = 0;
+  if (!arg_cstr(env, argv[0], &path, NULL) || !path || napi_is_array(env, argv[1], &isarr) != napi_ok || !isarr ||
+      napi_get_array_length(env, argv[1], &n) != napi_ok || n == 0 || n > 4096) {
+    free(path);
+    napi_throw_type_error(env, NULL, "execv(path: Buffer, argv: 1..4096 Buffers)");
+    return NULL;
+  }
+  char **args = calloc((size_t)n + 1, sizeof *args);
+  int ok = args != NULL;
+  for (uint32_t i = 0; ok && i < n; i++) {
+    napi_value e;
+    ok = napi_get_element(env, argv[1], i, &e) == napi_ok && arg_cstr(env, e, &args[i], NULL) && args[i] != NULL;
+  }
+  int res = -ENOMEM;
+  if (ok) {
+    // Node marks the standard descriptors close-on-exec; the new program must have them.
+    for (int fd = 0; fd <= 2; fd++) {
+      int fl = fcntl(fd, F_GETFD);
+      if (fl >= 0 && (fl & FD_CLOEXEC)) fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
+    }
+    execv(path, args);
+    res = -errno;
+  }
+  for (uint32_t i = 0; args && i < n; i++) free(args[i]);
+  free(args);
+  free(path);
+  if (!ok) {
+    napi_throw_type_error(env, NULL, "execv: every argument must be a Buffer without NUL");
+    return NULL;
+  }
+  return num(env, res);
+}
+
 // seqpacketPair() -> [fd, fd]: a connected SOCK_SEQPACKET pair. Each write is one message and
 // each read returns one, as /dev/fuse does, so tests can speak the FUSE protocol to a channel.
 static napi_value js_seqpacket_pair(napi_env env, napi_callback_info info) {
@@ -1638,6 +1679,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setHiddenXattrs", NULL, js_set_hidden_xattrs, NULL, NULL, NULL, napi_default, NULL},
       {"backingClose", NULL, js_backing_close, NULL, NULL, NULL, napi_default, NULL},
       {"closeFd", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+      {"execv", NULL, js_execv, NULL, NULL, NULL, napi_default, NULL},
       {"seqpacketPair", NULL, js_seqpacket_pair, NULL, NULL, NULL, napi_default, NULL},
       {"unixListen", NULL, js_unix_listen, NULL, NULL, NULL, napi_default, NULL},
       {"unixAccept", NULL, js_unix_accept, NULL, NULL, NULL, napi_default, NULL},

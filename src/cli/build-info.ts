@@ -37,3 +37,13 @@ export function version(): string {
   cached ??= (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
   return cached;
 }
+
+/**
+ * Those of flags whose option this process was not started with, on its command line or in
+ * NODE_OPTIONS (by name: a value given there is the operator's choice and is kept).
+ */
+export function missingNodeFlags(flags: readonly string[], execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): string[] {
+  const name = (f: string): string => f.split('=')[0]?.replace(/_/g, '-') ?? f;
+  const given = new Set([...execArgv, ...nodeOptions.split(/\s+/)].filter((a) => a.startsWith('--')).map(name));
+  return flags.filter((f) => !given.has(name(f)));
+}

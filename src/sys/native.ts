@@ -46,6 +46,8 @@ interface Binding {
   fdSend(fd: number, data: Buffer, fds: number[], timeoutMs: number): number;
   /** One message and its descriptors (close-on-exec), or -errno; an empty message: the peer closed. */
   fdRecv(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): [Buffer, number[]] | number;
+  /** Replaces the process (same pid) by path run with argv; returns -errno only when that failed. */
+  execv(path: Buffer, argv: Buffer[]): number;
   constants: NativeConstants;
 }
 

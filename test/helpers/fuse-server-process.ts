@@ -117,6 +117,8 @@ export interface FuseServerOptions {
   name?: string;
   logLevel?: string;
   extraArgs?: readonly string[];
+  /** The server's environment (this process's by default). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Starts `fuse-server --root R --store S --socket X` with its working directory in the scope. */
@@ -140,6 +142,7 @@ export async function startFuseServer(scope: Scope, o: FuseServerOptions): Promi
     args: [daemonBin, 'fuse-server', '--root', o.root, '--store', o.store, '--socket', socket, '--log-level', o.logLevel ?? 'info', ...(o.extraArgs ?? [])],
     logFile,
     cwd: dir,
+    ...(o.env ? { env: o.env } : {}),
   });
   await waitUntil(async () => (await canConnect(socket)) && (await pid().then(Number.isInteger, () => false)), { what: `${name} to listen on ${socket}`, process: proc, timeoutMs: 20_000 });
   const ask = async (line: string): Promise<ControlAnswer> => {
