@@ -1636,6 +1636,9 @@ static napi_value js_constants(napi_env env) {
   return o;
 }
 
+// In idle_memory.cc: it needs V8's C++ API.
+napi_value cvmfs_reduce_memory(napi_env env, napi_callback_info info);
+
 static napi_value init(napi_env env, napi_value exports) {
   if (main_env) {
     napi_throw_error(env, NULL, "cvmfs_sys is loaded once per process, on the main thread");
@@ -1680,6 +1683,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"backingClose", NULL, js_backing_close, NULL, NULL, NULL, napi_default, NULL},
       {"closeFd", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"execv", NULL, js_execv, NULL, NULL, NULL, napi_default, NULL},
+      {"reduceMemory", NULL, cvmfs_reduce_memory, NULL, NULL, NULL, napi_default, NULL},
       {"seqpacketPair", NULL, js_seqpacket_pair, NULL, NULL, NULL, napi_default, NULL},
       {"unixListen", NULL, js_unix_listen, NULL, NULL, NULL, napi_default, NULL},
       {"unixAccept", NULL, js_unix_accept, NULL, NULL, NULL, napi_default, NULL},

@@ -33,6 +33,8 @@ export interface FuseMetrics {
   collect(): Promise<MetricsJson>;
   /** Give this to the FUSE layer; it is called on every request, so it only increments. */
   readonly observer: FuseObserver;
+  /** FUSE requests answered since the start, all operations together. */
+  answered(): number;
 }
 
 // FUSE requests take tens of microseconds when answered from memory and up to seconds when
@@ -77,6 +79,7 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
   const fallbacks = new Map<string, number>();
   let bytes = 0;
   let collections = 0;
+  let answered = 0;
 
   // Per-request work: a map lookup by operation name and an increment.
   const observer: FuseObserver = {
@@ -88,6 +91,7 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
       }
       t.sum += seconds;
       t.count++;
+      answered++;
       for (let i = 0; i < REQUEST_BUCKETS.length; i++) {
         if (seconds <= (REQUEST_BUCKETS[i] as number)) {
           (t.buckets[i] as number)++;
@@ -171,5 +175,5 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
     return json();
   }, intervalMs);
   const registry = async (): Promise<Registry> => (await import('prom-client')).AggregatorRegistry.aggregate([json()]);
-  return { registry, observer, collect };
+  return { registry, observer, collect, answered: () => answered };
 }

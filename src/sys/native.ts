@@ -48,6 +48,8 @@ interface Binding {
   fdRecv(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): [Buffer, number[]] | number;
   /** Replaces the process (same pid) by path run with argv; returns -errno only when that failed. */
   execv(path: Buffer, argv: Buffer[]): number;
+  /** A collection of everything V8 can free, pages given back, then malloc_trim(0); synchronous. */
+  reduceMemory(): void;
   constants: NativeConstants;
 }
 

@@ -160,15 +160,16 @@ export async function missingLookups(dir: string, count: number, every: number, 
 export interface ServerUnderTest {
   readonly process: ManagedProcess;
   readonly client: RemoteLayerMounter;
+  readonly logFile: string;
   /** Disconnects, and stops the server by its pid (SIGTERM: it unmounts its layers). */
   stop(): Promise<void>;
 }
 
 /** startFuseServer (fuse-server-process.ts) with a cache budget, and a client as the daemon's. */
 /** walkEntries: the server's --walk-entries (0: layers are not walked, so nothing is listed that a test did not ask for). */
-export async function startMemoryServer(scope: Scope, o: { name: string; root: string; store: string; cacheBytes: number; walkEntries?: number }): Promise<ServerUnderTest> {
+export async function startMemoryServer(scope: Scope, o: { name: string; root: string; store: string; cacheBytes: number; walkEntries?: number; logLevel?: string }): Promise<ServerUnderTest> {
   const server = await startFuseServer(scope, {
-    name: o.name, root: o.root, store: o.store, logLevel: 'warn',
+    name: o.name, root: o.root, store: o.store, logLevel: o.logLevel ?? 'warn',
     extraArgs: ['--cache-bytes', String(o.cacheBytes), ...(o.walkEntries !== undefined ? ['--walk-entries', String(o.walkEntries)] : [])],
   });
   const client = new RemoteLayerMounter({
@@ -189,5 +190,5 @@ export async function startMemoryServer(scope: Scope, o: { name: string; root: s
     await stop();
     throw err;
   }
-  return { process: server.process, client, stop };
+  return { process: server.process, client, stop, logFile: server.logFile };
 }

@@ -23,6 +23,7 @@ import {
   type Answer, type Checked, type Envelope, type Method, type OnDisk, type Result, type ServerScope, type ServerState,
 } from './wire.js';
 import { checkHandoverState, type HandoverState } from './handover-state.js';
+import { IdleMemory } from './idle-memory.js';
 import { PeerGiver, PeerTaker, checkPeerSocket, type PeerIdentity } from './peer-handover.js';
 import { listenControlSocket } from './socket.js';
 
@@ -68,6 +69,7 @@ export class FuseServer {
   /** Settles when the handover under way ends; requests that change mounts wait for it. */
   private handing: Promise<void> | undefined;
   private idle: NodeJS.Timeout | undefined;
+  private readonly memory: IdleMemory;
   /** Resolves with the exit code when the server is done. */
   readonly done: Promise<number>;
   private finish: (code: number) => void = () => undefined;
@@ -88,6 +90,13 @@ export class FuseServer {
     });
     this.mounter = mounter;
     this.scope = o.scope;
+    this.memory = new IdleMemory({
+      answered: () => this.metrics.answered(),
+      busy: () => poolStats().inflight > 0,
+      rss: () => process.memoryUsage.rss(),
+      reduce: () => native.reduceMemory(),
+      log: o.log,
+    });
   }
 
   async adopt(state: HandoverState): Promise<void> {
@@ -103,6 +112,7 @@ export class FuseServer {
 
   async listen(): Promise<void> {
     this.server = await listenControlSocket(this.o.socket, this.log, (c) => this.connection(c));
+    this.memory.start();
     if (this.o.pidFile) await fs.promises.writeFile(this.o.pidFile, `${process.pid}\n`);
     this.log.info({ socket: this.o.socket, pid: process.pid, mounts: this.mounter.counters().active }, 'FUSE server listening');
   }
