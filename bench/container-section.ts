@@ -12,6 +12,7 @@ import { PROXY_SNAPSHOTTER } from '../test/helpers/containerd-config.js';
 import type { Scope } from '../test/helpers/scope.js';
 import { lazyPull, overlayPull } from './cases.js';
 import { FuseTrace, fuseConnection, type RequestCounts } from './fuse-trace.js';
+import { IDLE_MEMORY_DEFAULTS } from '../src/fuse/server/idle-memory.js';
 import { rssMb } from './proc.js';
 import { fmt } from './report.js';
 import type { Results } from './results.js';
@@ -117,6 +118,11 @@ export async function containers(scope: Scope, ctd: Containerd, daemon: Daemon, 
   }
   const fusePid = await daemon.fuseServerPid();
   const rss = fusePid === undefined ? undefined : await rssMb(fusePid);
+  // And once the server has idled long enough to give memory back (src/fuse/server/idle-memory.ts),
+  // as it stands on a node between container starts.
+  const restMs = IDLE_MEMORY_DEFAULTS.idleMs + 2 * IDLE_MEMORY_DEFAULTS.tickMs + 1000;
+  await new Promise((resolve) => setTimeout(resolve, restMs));
+  const rssRest = fusePid === undefined ? undefined : await rssMb(fusePid);
 
   const pick = (kind: Kind, which: 0 | 1, f: (r: ContainerRun) => number): number[] => runs[kind].map((p) => f(p[which] as ContainerRun));
   const m = (kind: Kind, which: 0 | 1): number => median(pick(kind, which, (r) => r.findMs));
@@ -124,6 +130,7 @@ export async function containers(scope: Scope, ctd: Containerd, daemon: Daemon, 
   r.container_first_ratio = m('lazy', 0) / m('overlayfs', 0);
   r.container_second_ratio = m('lazy', 1) / m('overlayfs', 1);
   r.fuse_server_rss_mb = rss;
+  r.fuse_server_rss_rest_mb = rssRest;
   const entries = runs.lazy[0]?.[0]?.entries;
   res.addRow(`find /usr in the first container, cold (ms; ${entries ?? '?'} entries; stargz ${STARGZ_FIND_USR.firstContainerS * 1000} ms for ${STARGZ_FIND_USR.entries})`,
     pick('overlayfs', 0, (x) => x.findMs), pick('lazy', 0, (x) => x.findMs), 'lazy / overlayfs', r.container_first_ratio);
@@ -133,6 +140,7 @@ export async function containers(scope: Scope, ctd: Containerd, daemon: Daemon, 
   res.rows.push(['FUSE requests, first container (median)', '', requestsText(runs.lazy.map((p) => p[0]?.requests)), 'requests', '']);
   res.rows.push(['FUSE requests, second container (median)', '', requestsText(runs.lazy.map((p) => p[1]?.requests)), 'requests', '']);
   res.rows.push(['FUSE server RSS after the container runs (MiB)', '', fmt(rss), 'MiB', '']);
+  res.rows.push([`FUSE server RSS ${restMs / 1000} s later, idle (MiB)`, '', fmt(rssRest), 'MiB', '']);
   if (runs.lazy.some((p) => p.some((x) => (x.requests?.lost ?? 0) > 0))) res.notes.push('The FUSE tracepoint buffer overflowed during a container run: its request counts are too low.');
-  res.raw.container = { stargz: STARGZ_FIND_USR, fuseServerRssMb: rss, traceMissing, runs };
+  res.raw.container = { stargz: STARGZ_FIND_USR, fuseServerRssMb: rss, fuseServerRssRestMb: rssRest, traceMissing, runs };
 }
