@@ -142,15 +142,17 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
   // Not passed on to the processes this one starts (a successor at a handover).
   delete process.env[REEXEC_ENV];
   if (missing.length === 0 && added !== undefined) log.info({ flags: added.split(' ') }, 'started again with the FUSE server\'s Node flags');
+  // A successor at a handover (--takeover) holds the mounts' descriptors, and its giver starts
+  // it with the flags: it never starts again.
   if (missing.length > 0) {
-    if (added === undefined) {
+    if (added === undefined && !v.takeover) {
       process.env[REEXEC_ENV] = missing.join(' ');
       const argv = [process.execPath, ...process.execArgv, ...missing, ...process.argv.slice(1)];
       const res = native.execv(Buffer.from(process.execPath), argv.map((a) => Buffer.from(a)));
       delete process.env[REEXEC_ENV];
       log.warn({ flags: missing, errno: -res }, 'could not start again with the FUSE server\'s Node flags; serving without them');
     } else {
-      log.warn({ flags: missing }, 'started again without the FUSE server\'s Node flags taking effect; serving without them');
+      log.warn({ flags: missing }, `${v.takeover ? 'started for a handover' : 'started again'} without the FUSE server's Node flags taking effect; serving without them`);
     }
   }
 
