@@ -35,6 +35,9 @@ export interface RemoteMounterOptions {
   scope?: ServerScope;
 }
 
+/** The server refused a call because it handed its mounts over to another one. */
+class HandedOver extends Unavailable {}
+
 const KINDS: readonly ErrorKind[] = ['NotFound', 'AlreadyExists', 'FailedPrecondition', 'InvalidArgument', 'Unavailable', 'ResourceExhausted', 'Unimplemented', 'Internal'];
 
 export class RemoteLayerMounter implements LayerMounts {
@@ -42,7 +45,8 @@ export class RemoteLayerMounter implements LayerMounts {
   private conn: net.Socket | undefined;
   private connecting: Promise<net.Socket> | undefined;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  /** Calls waiting for their answer, by id, with the connection each was sent on. */
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; conn: net.Socket }>();
   private last: ServerState | undefined;
   private disconnected = false;
   /** The server's mountpoints as of `mountsVersion`; kept current by our own calls' results. */
@@ -172,14 +176,32 @@ export class RemoteLayerMounter implements LayerMounts {
     if (this.disconnected) throw new Unavailable('this client of the FUSE server has disconnected');
     const c = await this.connection();
     if (this.disconnected) throw new Unavailable('this client of the FUSE server has disconnected');
-    return this.send(c, method, params);
+    try {
+      return await this.send(c, method, params);
+    } catch (err) {
+      // The server handed its mounts over (a handover, or the next pod's --replace) after this
+      // connection was made, and refused the call without doing anything: it is made again,
+      // once, on a connection to the server that serves now (the old one no longer listens).
+      if (!(err instanceof HandedOver) || this.disconnected) throw err;
+      if (this.conn === c) this.conn = undefined;
+      this.endIfIdle(c);
+      this.o.log.info({ method }, 'the FUSE server handed its mounts over; calling the one that serves now');
+      return this.send(await this.connection(), method, params);
+    }
+  }
+
+  /** Closes a connection no longer used once no call waits for an answer on it. */
+  private endIfIdle(c: net.Socket): void {
+    if (this.conn === c) return;
+    for (const p of this.pending.values()) if (p.conn === c) return;
+    c.end();
   }
 
   private send<M extends Method>(c: net.Socket, method: M, params: Params<M>): Promise<Result<M>> {
     const id = this.nextId++;
     const p = new Promise<Result<M>>((resolve, reject) => {
       // The answer to this id is the answer to method M: the server answers each request with its own id.
-      this.pending.set(id, { resolve: (v) => resolve(v as Result<M>), reject });
+      this.pending.set(id, { resolve: (v) => resolve(v as Result<M>), reject, conn: c });
       c.write(encodeLine({ id, method, params }));
     });
     // A hello sent on connect is checked by the next call's answer; its own failure is logged.
@@ -238,11 +260,14 @@ export class RemoteLayerMounter implements LayerMounts {
     lines.on('line', (line) => this.receive(line));
     c.on('error', (err) => this.o.log.debug({ err }, 'FUSE server connection error'));
     c.on('close', () => {
-      if (this.conn === c) this.conn = undefined;
-      const lost = [...this.pending.values()];
-      this.pending.clear();
-      for (const p of lost) p.reject(new Unavailable('the connection to the FUSE server was lost'));
-      if (!this.disconnected) this.o.log.info('FUSE server connection closed; the next call reconnects');
+      const current = this.conn === c;
+      if (current) this.conn = undefined;
+      for (const [id, p] of [...this.pending]) {
+        if (p.conn !== c) continue;
+        this.pending.delete(id);
+        p.reject(new Unavailable('the connection to the FUSE server was lost'));
+      }
+      if (current && !this.disconnected) this.o.log.info('FUSE server connection closed; the next call reconnects');
     });
   }
 
@@ -271,7 +296,7 @@ export class RemoteLayerMounter implements LayerMounts {
     this.pending.delete(r.id);
     if ('error' in r) {
       const kind = (KINDS as readonly string[]).includes(r.error.kind) ? r.error.kind as ErrorKind : 'Internal';
-      p.reject(new SnapshotterError(kind, r.error.message));
+      p.reject(kind === 'Unavailable' && r.state?.handedOver ? new HandedOver(r.error.message) : new SnapshotterError(kind, r.error.message));
     } else {
       p.resolve(r.result);
     }

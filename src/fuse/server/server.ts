@@ -173,6 +173,7 @@ export class FuseServer {
       counters, cache: this.mounter.cacheStats(),
       ...(this.scope ? { scope: this.scope } : {}),
       ...(counters.active > 0 ? { reads: counters.passthrough === counters.active ? 'passthrough' as const : 'served' as const } : {}),
+      ...(this.peer || this.handedOver ? { handedOver: true } : {}),
     };
   }
 

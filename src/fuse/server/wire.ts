@@ -183,6 +183,8 @@ export interface ServerState {
   mounts?: string[];
   mountsVersion: number;
   mountCount: number;
+  /** This server handed its mounts over to another one, which serves them now: call that one. */
+  handedOver?: boolean;
   counters: MounterCounters;
   cache: CacheStats;
   scope?: ServerScope;
