@@ -19,7 +19,7 @@ const REEXEC_ENV = 'CVMFS_SNAPSHOTTER_FUSE_SERVER_FLAGS_ADDED';
 
 const USAGE = `Usage: cvmfs-snapshotter fuse-server [--socket SOCK] [--config FILE] [--root DIR [--store DIR]] [--replace]
                                      [--log-level LEVEL] [--cache-bytes N] [--cache-entries N] [--passthrough on|off]
-                                     [--store-timeout SECONDS] [--walk-entries N]
+                                     [--store-timeout SECONDS] [--walk-entries N] [--successor-wait SECONDS]
        cvmfs-snapshotter fuse-server --handover [--socket SOCK]
        cvmfs-snapshotter fuse-server --stop [--socket SOCK]
 
@@ -45,6 +45,10 @@ outlives the daemon, so restarting the daemon never breaks a running container.
   --store-timeout S      a store call not answered in S seconds is answered EIO (default ${DEFAULT_TUNING.storeDeadlineMs / 1000})
   --walk-entries N       entries a background walk of each new layer may list, to learn whether
                          it has xattrs and read its metadata ahead; 0: no walk (default ${DEFAULT_TUNING.censusEntries})
+  --successor-wait S     on SIGTERM, serve on for up to S seconds for a successor (the next pod's
+                         fuse-server --replace) to take the mounts over, and unmount them only if
+                         none does (default 0: unmount at once; the DaemonSet gives 20, its pods
+                         30 s to stop: a pod deleted on its own is replaced at once with maxSurge)
   --handover             ask the running server to hand every mount to a new process started
                          from the code installed now (an upgrade), then exit; nothing is unmounted
   --stop                 ask the running server to unmount every layer (lazily where busy) and exit
@@ -68,6 +72,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     passthrough: { type: 'string' },
     'store-timeout': { type: 'string' },
     'walk-entries': { type: 'string' },
+    'successor-wait': { type: 'string' },
     handover: { type: 'boolean' },
     stop: { type: 'boolean' },
     replace: { type: 'boolean' },
@@ -100,6 +105,10 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
   const walk = v['walk-entries'] ?? (config ? String(config.layerWalkEntries) : undefined);
   if (walk !== undefined && !/^[0-9]{1,9}$/.test(walk)) return usageError('fuse-server', `--walk-entries must be a whole number (0: no walk), got ${walk}`);
   if (typeof cacheBytes === 'number' && cacheBytes < 1024 * 1024) return usageError('fuse-server', '--cache-bytes must be at least 1048576 (1 MiB)');
+  const successorWait = v['successor-wait'];
+  if (successorWait !== undefined && !(/^[0-9]{1,4}$/.test(successorWait) && Number(successorWait) <= 3600)) {
+    return usageError('fuse-server', `--successor-wait must be a whole number of seconds from 0 to 3600, got ${successorWait}`);
+  }
   const passthrough = v.passthrough ?? (config ? (config.fusePassthrough ? 'on' : 'off') : undefined);
   if (passthrough !== undefined && passthrough !== 'on' && passthrough !== 'off') return usageError('fuse-server', `--passthrough must be on or off, got ${passthrough}`);
   const store = v.store ?? config?.absoluteMountpoint;
@@ -168,6 +177,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
   log.info({
     config: v.config, cacheBytes: cacheBytes ?? DEFAULT_CACHE_BYTES, cacheEntries, passthrough: passthrough ?? 'on',
     storeTimeoutSec: timeout ?? DEFAULT_TUNING.storeDeadlineMs / 1000, walkEntries: walk === undefined ? DEFAULT_TUNING.censusEntries : Number(walk),
+    successorWaitSec: Number(successorWait ?? 0),
   }, 'FUSE server settings');
   const server = new FuseServer({
     socket, log, version: version(),
@@ -176,6 +186,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     ...(root !== undefined && store !== undefined ? { scope: { root, store: resolve(store) } } : {}),
     tuning,
     pidFile: `${socket}.pid`,
+    ...(successorWait !== undefined ? { successorWaitMs: Number(successorWait) * 1000 } : {}),
     successorCommand: [process.execPath, ...fuseServerNodeFlags(typeof cacheBytes === 'number' ? cacheBytes : undefined), BIN_PATH],
     // The successor takes the scope from the handover state.
     successorArgs: [
@@ -185,6 +196,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
       ...(passthrough ? ['--passthrough', passthrough] : []),
       ...(typeof timeout === 'number' ? ['--store-timeout', String(timeout)] : []),
       ...(walk !== undefined ? ['--walk-entries', walk] : []),
+      ...(successorWait !== undefined ? ['--successor-wait', successorWait] : []),
     ],
   });
   const pidFile = `${socket}.pid`;

@@ -66,6 +66,11 @@ export class ManagedProcess {
     return this.status;
   }
 
+  /** Sends a signal to this process (while it runs) without waiting for anything. */
+  signal(signal: NodeJS.Signals): void {
+    if (this.running) this.child.kill(signal);
+  }
+
   /** Sends a signal (by PID) and waits until the process has exited. */
   async kill(signal: NodeJS.Signals, timeoutMs = 10_000): Promise<ExitStatus> {
     if (!this.running) return this.exited;

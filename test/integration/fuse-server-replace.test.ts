@@ -387,3 +387,83 @@ test('handoverTo sends descriptors only to a handover socket of its own user bes
   await old.stop();
   assert.deepEqual(mountsUnder(mnt).map((m) => m.mountPoint), []);
 });
+
+/** The process's exit, or a failure after ms. */
+async function exitWithin(p: ManagedProcess, ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${p.spec.name} did not exit within ${ms} ms\n${p.logTail()}`)), ms); });
+  try {
+    return await Promise.race([p.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test('--successor-wait: asked to stop, the server serves on until the next pod\'s server takes the mounts over, then exits 0 leaving them; readers never fail', async () => {
+  const old = await startFuseServer(scope, { root, store, name: 'waits', extraArgs: ['--successor-wait', '120'] });
+  const l = layers[2] as (typeof layers)[number];
+  const mnt = join(root, 'waits', 'fs');
+  ok(await old.call('mount', { layerDir: l.dir, mountpoint: mnt }), 'mount');
+  const counter = join(scope.dir, 'reads-waits');
+  const r = reader(join(mnt, 'd', 'f'), l.text, counter);
+  let exit: number | null | undefined;
+  r.on('exit', (code) => { exit = code; });
+  let taker: ManagedProcess | undefined;
+  try {
+    await waitUntil(async () => (await lines(counter)) > 3, { what: 'the reader to read', timeoutMs: 10_000 });
+    old.process.signal('SIGTERM');
+    await waitUntil(() => old.process.log().includes('serving on, for a successor'), { what: 'the server to wait for a successor', timeoutMs: 10_000 });
+    const before = await lines(counter);
+    await waitUntil(async () => (await lines(counter)) > before + 10, { what: 'reads while the asked-to-stop server serves on', timeoutMs: 10_000 });
+    assert.equal(old.process.running, true);
+    assert.deepEqual(mountsUnder(mnt).map((m) => m.mountPoint), [mnt]);
+
+    taker = await startTaker(old, 'successor');
+    assert.deepEqual(await exitWithin(old.process, 30_000), { code: 0, signal: null }, 'the old server exits by itself once the mounts went over');
+    assert.match(old.process.log(), /handed its mounts over and unmounts nothing/);
+    assert.deepEqual(mountsUnder(mnt).map((m) => m.mountPoint), [mnt], 'the mount is still in place');
+    const after = await lines(counter);
+    await waitUntil(async () => (await lines(counter)) > after + 10, { what: 'the reader to read through the successor', timeoutMs: 20_000 });
+    assert.equal(exit, undefined, 'the reader never failed a read');
+    assert.equal(ok(await old.call('hello', {}), 'hello').state?.pid, taker.pid, 'the successor answers on the socket');
+  } finally {
+    r.kill('SIGKILL');
+  }
+  assert.deepEqual(await taker.kill('SIGTERM', 30_000), { code: 0, signal: null }, taker.logTail());
+  assert.deepEqual(mountsUnder(mnt).map((m) => m.mountPoint), [], 'the successor\'s SIGTERM unmounts it');
+});
+
+test('--successor-wait: a bad value is refused; with no successor the server unmounts every layer once the wait is over; a second SIGTERM, or --stop, does not wait', async () => {
+  const l = layers[1] as (typeof layers)[number];
+  const serve = async (name: string, wait: string): Promise<{ s: FuseServerProcess; mnt: string }> => {
+    const s = await startFuseServer(scope, { root, store, name, extraArgs: ['--successor-wait', wait] });
+    const mnt = join(root, name, 'fs');
+    ok(await s.call('mount', { layerDir: l.dir, mountpoint: mnt }), `mount ${name}`);
+    return { s, mnt };
+  };
+  const bad = await ManagedProcess.start({
+    name: 'bad-wait', cmd: process.execPath, logFile: join(scope.dir, 'bad-wait.log'), cwd: scope.dir,
+    args: [daemonBin, 'fuse-server', '--root', root, '--store', store, '--socket', join(scope.dir, 'bad-wait.sock'), '--successor-wait', 'soon'],
+  });
+  assert.equal((await bad.exited).code, 2);
+  assert.match(bad.log(), /--successor-wait must be a whole number of seconds from 0 to 3600, got soon/);
+  // Nobody comes within 2 s.
+  const a = await serve('no-successor', '2');
+  a.s.process.signal('SIGTERM');
+  assert.deepEqual(await exitWithin(a.s.process, 30_000), { code: 0, signal: null });
+  assert.match(a.s.process.log(), /no successor took the mounts over/);
+  assert.deepEqual(mountsUnder(a.mnt).map((m) => m.mountPoint), []);
+  // Asked twice: the second time it stops waiting.
+  const b = await serve('asked-twice', '600');
+  b.s.process.signal('SIGTERM');
+  await waitUntil(() => b.s.process.log().includes('serving on, for a successor'), { what: 'the server to wait for a successor', timeoutMs: 10_000 });
+  b.s.process.signal('SIGTERM');
+  assert.deepEqual(await exitWithin(b.s.process, 30_000), { code: 0, signal: null });
+  assert.deepEqual(mountsUnder(b.mnt).map((m) => m.mountPoint), []);
+  // The uninstall never waits.
+  const c = await serve('stopped', '600');
+  ok(await c.s.call('shutdown', {}), 'shutdown');
+  assert.deepEqual(await exitWithin(c.s.process, 30_000), { code: 0, signal: null });
+  assert.ok(!c.s.process.log().includes('serving on, for a successor'));
+  assert.deepEqual(mountsUnder(c.mnt).map((m) => m.mountPoint), []);
+});

@@ -123,6 +123,16 @@ test('upgrades: the new pod replaces the old one\'s FUSE server and daemon, and 
   assert.equal((fuse as { livenessProbe?: unknown }).livenessProbe, undefined, 'no liveness probe on the FUSE server: a restart would take every layer down');
 });
 
+test('a pod deleted on its own gives the next pod\'s FUSE server time to take the mounts over, within its grace period', () => {
+  const { ds } = daemonSet();
+  const grace = (ds.spec as { template?: { spec?: { terminationGracePeriodSeconds?: number } } } | undefined)?.template?.spec?.terminationGracePeriodSeconds ?? 30;
+  const args = daemonSet('fuse-server').container.args ?? [];
+  const wait = Number(args[args.indexOf('--successor-wait') + 1]);
+  assert.ok(args.includes('--successor-wait') && Number.isInteger(wait) && wait > 0, `--successor-wait is given: ${args.join(' ')}`);
+  // What is left of the grace period unmounts the layers when no successor came.
+  assert.ok(grace - wait >= 10, `${grace} s of grace for a ${wait} s wait`);
+});
+
 test('the ConfigMap\'s config.toml is deploy/config.toml, mounted where the daemon reads it, with the store under /cvmfs', () => {
   const cm = the('ConfigMap');
   const text = cm.data?.['config.toml'];

@@ -44,6 +44,12 @@ export interface FuseServerOptions {
   successorArgs: readonly string[];
   /** Where this server writes its pid each time it starts listening. */
   pidFile?: string;
+  /**
+   * Asked to stop (SIGTERM) while it serves mounts, the server serves on for up to this long
+   * for a successor (the next pod's `fuse-server --replace`) to take them over, and unmounts
+   * only if none does. 0: it unmounts at once.
+   */
+  successorWaitMs?: number;
 }
 
 /** The line a successor writes on its fd 3 once it serves everything and listens. */
@@ -59,6 +65,10 @@ export class FuseServer {
   private server: net.Server | undefined;
   private readonly conns = new Set<net.Socket>();
   private exiting = false;
+  /** Asked to stop, serving on for a successor; a second request to stop does not wait. */
+  private waitingForSuccessor = false;
+  /** Ends that wait: a successor took the mounts over. */
+  private successorCame: (() => void) | undefined;
   private scope: ServerScope | undefined;
   /** A successor serves the mounts now. */
   handedOver = false;
@@ -146,23 +156,49 @@ export class FuseServer {
     return got.giver;
   }
 
-  /** SIGTERM/SIGINT: unmount everything (lazily where busy) and exit. */
-  async shutdown(reason: string): Promise<void> {
+  /**
+   * SIGTERM/SIGINT, or --stop (mayWait false): unmount everything (lazily where busy) and exit;
+   * with successorWaitMs, a signal first gives a successor that long to take the mounts over.
+   */
+  async shutdown(reason: string, mayWait = true): Promise<void> {
     // A handover under way decides what there is to unmount.
     await this.handing;
-    if (this.peer) {
-      clearInterval(this.idle);
-      this.log.info({ reason, servedBy: this.peer }, 'FUSE server stopping; it handed its mounts over and unmounts nothing');
-      this.finish(0);
-      return;
-    }
+    if (this.stopHandedOver(reason)) return;
     if (this.exiting) return;
+    const waitMs = this.o.successorWaitMs ?? 0;
+    const mounts = this.mounter.counters().active;
+    if (mayWait && waitMs > 0 && mounts > 0 && !this.waitingForSuccessor && this.server) {
+      // A pod deleted on its own (kubectl delete pod: the DaemonSet, with maxSurge, starts the
+      // next one at once) or a node's last pod: the next pod's server may come for the mounts;
+      // unmounting them now would take every running container's files away.
+      this.waitingForSuccessor = true;
+      this.log.info({ reason, mounts, waitSeconds: waitMs / 1000 },
+        'FUSE server asked to stop: serving on, for a successor (fuse-server --replace) to take the mounts over, before unmounting them');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, waitMs);
+        this.successorCame = () => { clearTimeout(timer); resolve(); };
+      });
+      this.successorCame = undefined;
+      await this.handing;
+      if (this.stopHandedOver(reason)) return;
+      if (this.exiting) return;
+      this.log.info({ waitSeconds: waitMs / 1000 }, 'no successor took the mounts over');
+    }
     this.exiting = true;
     this.log.info({ reason }, 'FUSE server stopping: unmounting every layer');
     this.stopListening();
     const r = await this.mounter.close();
     this.log.info({ unmounted: r.unmounted.length, lazily: r.lazilyUnmounted.length, failed: r.failed.length }, 'FUSE server stopped');
     this.finish(r.failed.length > 0 ? 1 : 0);
+  }
+
+  /** Stopping after the mounts went to another server: nothing to unmount. */
+  private stopHandedOver(reason: string): boolean {
+    if (!this.peer) return false;
+    clearInterval(this.idle);
+    this.log.info({ reason, servedBy: this.peer }, 'FUSE server stopping; it handed its mounts over and unmounts nothing');
+    this.finish(0);
+    return true;
   }
 
   private state(withMounts: boolean): ServerState {
@@ -274,7 +310,8 @@ export class FuseServer {
     handover: () => this.gated(() => this.handover()),
     handoverTo: (p) => this.handOverToPeer(p),
     shutdown: async () => {
-      setImmediate(() => void this.shutdown('asked over the control socket'));
+      // The uninstall (fuse-server --stop): no successor is waited for.
+      setImmediate(() => void this.shutdown('asked over the control socket', false));
       return null;
     },
   };
@@ -340,6 +377,8 @@ export class FuseServer {
       `handed every mount over to the FUSE server pid ${this.peer.pid} on host ${this.peer.host}; holding nothing, idle until SIGTERM or SIGINT`);
     // Clients reconnect, to the new server.
     setImmediate(() => { for (const c of this.conns) c.end(); });
+    // Asked to stop before the successor came: now it may.
+    this.successorCame?.();
     return { pid: this.peer.pid, host: this.peer.host };
   }
 
