@@ -91,8 +91,7 @@ export class Snapshotter {
     await mkdir(snapshotsDir(opts.root), { recursive: true, mode: 0o700 });
     const s = new Snapshotter(opts.root, new MetaStore(databasePath(opts.root)), opts);
     if (s.remote) {
-      const wanted = new Map(s.store.remoteInUse().map((r) => [upperPath(s.root, r.id), r.remoteDigest as string]));
-      await s.remote.reconcile(snapshotsDir(s.root), wanted);
+      await s.remote.reconcile(snapshotsDir(s.root), s.layerMountsWanted());
     }
     const removed = await s.removeOrphans();
     if (removed.length > 0) s.log.info({ removed }, 'removed snapshot directories that no record owns');
@@ -105,7 +104,6 @@ export class Snapshotter {
     this.store.close();
   }
 
-  /** The directories where a layer must be mounted for the snapshots in use (one query, no disk access). */
   /**
    * The layers' server changed under a running daemon (a fresh one after a crash): every layer
    * an active snapshot stands on is mounted again where it is not. Runs one at a time; a change
@@ -121,16 +119,21 @@ export class Snapshotter {
     const run = async (): Promise<void> => {
       do {
         this.remountAgain = false;
-        const wanted = new Map(this.store.remoteInUse().map((r) => [upperPath(this.root, r.id), r.remoteDigest as string]));
-        await remote.remount(snapshotsDir(this.root), wanted);
+        await remote.remount(snapshotsDir(this.root), this.layerMountsWanted());
       } while (this.remountAgain);
     };
     this.remounting = run().finally(() => { this.remounting = undefined; });
     return this.remounting;
   }
 
+  /** The directories where a layer must be mounted for the snapshots in use (one query, no disk access). */
   layerMountsNeeded(): string[] {
-    return this.store.remoteInUse().map((r) => upperPath(this.root, r.id));
+    return [...this.layerMountsWanted().keys()];
+  }
+
+  /** Those directories, each with the digest of the layer it needs. */
+  private layerMountsWanted(): Map<string, string> {
+    return new Map(this.store.remoteInUse().map((r) => [upperPath(this.root, r.id), r.remoteDigest as string]));
   }
 
   stat(key: string): Info {
@@ -469,7 +472,7 @@ export class Snapshotter {
   /** Unmounts every layer that no active snapshot or view stands on any more. */
   private async releaseUnusedLayers(): Promise<void> {
     if (!this.remote) return;
-    const inUse = () => new Set(this.store.remoteInUse().map((r) => upperPath(this.root, r.id)));
+    const inUse = (): Set<string> => new Set(this.layerMountsNeeded());
     const now = inUse();
     for (const dir of this.remote.mounted()) {
       if (!now.has(dir)) await this.remote.unmount(dir, () => !inUse().has(dir));

@@ -38,7 +38,7 @@ function grpcCode(err: unknown): number | undefined {
 }
 
 /** Prepare with the labels of containerd's remote snapshot protocol; the answer must be AlreadyExists. */
-async function prepareRemote(c: SnapshotsClient, key: string, parent: string, target: string, layer: StoreLayer): Promise<void> {
+export async function prepareRemote(c: SnapshotsClient, key: string, parent: string, target: string, layer: StoreLayer): Promise<void> {
   await assert.rejects(c.prepare(key, parent, { [TARGET_REF_LABEL]: target, [LAYER_DIGEST_LABEL]: layer.digest }),
     (err: unknown) => grpcCode(err) === status.ALREADY_EXISTS, `Prepare ${key} of a layer in the store answers AlreadyExists`);
 }

@@ -8,17 +8,15 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { status, type ServiceError } from '@grpc/grpc-js';
 import { isAlive } from '../../src/sys/pid.js';
 import { SnapshotsClient } from '../../src/server/client.js';
-import { LAYER_DIGEST_LABEL, TARGET_REF_LABEL } from '../../src/snapshotter/labels.js';
 import { startDaemon, type LogRecord } from '../helpers/daemon.js';
 import { configWithMetrics, readyzBecomes, startDaemonProcess } from '../helpers/daemon-process.js';
 import { startFuseServer } from '../helpers/fuse-server-process.js';
 import { fuseMountsUnder, statMounts } from '../helpers/lazy.js';
 import { freePort } from '../helpers/ports.js';
 import { Scope } from '../helpers/scope.js';
-import { makeStoreLayers, mountDirs, type StoreLayer } from '../helpers/snapshot-cycles.js';
+import { makeStoreLayers, mountDirs, prepareRemote, type StoreLayer } from '../helpers/snapshot-cycles.js';
 import { waitUntil } from '../helpers/wait.js';
 
 let scope: Scope;
@@ -34,14 +32,9 @@ after(async () => { await scope?.teardown(); });
 
 const config = (port: number): string => configWithMetrics(store, port);
 
-function grpcCode(err: unknown): number | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? (err as ServiceError).code : undefined;
-}
-
 /** A remote snapshot of layer committed as target, and an active snapshot on it (a container's): its lower directory. */
 async function containerOn(c: SnapshotsClient, n: number, layer: StoreLayer): Promise<string> {
-  await assert.rejects(c.prepare(`extract-${n}`, '', { [TARGET_REF_LABEL]: `layer-${n}`, [LAYER_DIGEST_LABEL]: layer.digest }),
-    (err: unknown) => grpcCode(err) === status.ALREADY_EXISTS, `Prepare of layer ${n} answers AlreadyExists`);
+  await prepareRemote(c, `extract-${n}`, '', `layer-${n}`, layer);
   const { mounts } = await c.prepare(`container-${n}`, `layer-${n}`);
   const lower = mountDirs(mounts).lower[0];
   assert.ok(lower !== undefined, 'the active snapshot has the layer as its lower directory');

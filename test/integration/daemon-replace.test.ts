@@ -9,13 +9,11 @@ import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { status, type ServiceError } from '@grpc/grpc-js';
 import { SnapshotsClient } from '../../src/server/client.js';
-import { LAYER_DIGEST_LABEL, TARGET_REF_LABEL } from '../../src/snapshotter/labels.js';
 import { runCli } from '../helpers/cli.js';
 import { defaultDaemonConfig, parseJsonLines, startDaemon, type Daemon, type LogRecord } from '../helpers/daemon.js';
 import { mountpointsUnder, readRecords } from '../helpers/root-check.js';
-import { makeStoreLayers, mountDirs, type StoreLayer } from '../helpers/snapshot-cycles.js';
+import { makeStoreLayers, mountDirs, prepareRemote, type StoreLayer } from '../helpers/snapshot-cycles.js';
 import { freePort } from '../helpers/ports.js';
 import { configWithMetrics, httpGet, readyzBecomes, startDaemonProcess, startFuseServerAs, waitForLog } from '../helpers/daemon-process.js';
 import { startFuseServer } from '../helpers/fuse-server-process.js';
@@ -38,16 +36,6 @@ after(async () => { await scope?.teardown(); });
 
 const config = (port: number): string => configWithMetrics(store, port);
 
-function grpcCode(err: unknown): number | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? (err as ServiceError).code : undefined;
-}
-
-/** A remote snapshot of layer committed as target (Prepare answers AlreadyExists). */
-async function remoteLayer(c: SnapshotsClient, key: string, target: string, layer: StoreLayer): Promise<void> {
-  await assert.rejects(c.prepare(key, '', { [TARGET_REF_LABEL]: target, [LAYER_DIGEST_LABEL]: layer.digest }),
-    (err: unknown) => grpcCode(err) === status.ALREADY_EXISTS);
-}
-
 const messages = (records: LogRecord[]): string[] => records.map((r) => String(r.msg));
 
 test('--replace: the serving daemon steps down and idles, the new one serves the same snapshots and mounts, the old one exits 0 on SIGTERM having removed nothing', async (t) => {
@@ -58,7 +46,7 @@ test('--replace: the serving daemon steps down and idles, the new one serves the
   await ca.prepare('plain-active', '');
   await ca.commit('plain-committed', 'plain-active');
   const layer = layers[0] as StoreLayer;
-  await remoteLayer(ca, 'extract-0', 'layer-0', layer);
+  await prepareRemote(ca, 'extract-0', '', 'layer-0', layer);
   const { mounts } = await ca.prepare('container', 'layer-0');
   const lower = mountDirs(mounts).lower[0] as string;
   assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content, 'the layer reads through its mount');
@@ -222,7 +210,7 @@ test('--external-fuse-server: the daemon starts no FUSE server, waits for one of
   const c = new SnapshotsClient(address);
   try {
     const layer = layers[1] as StoreLayer;
-    await remoteLayer(c, 'extract-1', 'layer-1', layer);
+    await prepareRemote(c, 'extract-1', '', 'layer-1', layer);
     const { mounts } = await c.prepare('container', 'layer-1');
     const lower = mountDirs(mounts).lower[0] as string;
     assert.equal(await readFile(join(lower, layer.file), 'utf8'), layer.content);
@@ -295,7 +283,7 @@ test('--external-fuse-server: when the next pod\'s server takes the mounts over 
   const layer = layers[0] as StoreLayer;
   let lower: string;
   try {
-    await remoteLayer(c, 'extract-0', 'layer-0', layer);
+    await prepareRemote(c, 'extract-0', '', 'layer-0', layer);
     lower = mountDirs((await c.prepare('container', 'layer-0')).mounts).lower[0] as string;
   } finally {
     c.close();
