@@ -61,6 +61,7 @@ test('the demo pulls lazily, runs python3, prints both timings, and cleans up', 
   assert.match(out, /^ {6}hello from a lazy container$/m, 'the lazy container\'s output');
   assert.match(out, /^ {6}hello from an overlayfs container$/m, 'the ordinary container\'s output');
   assert.match(out, /lazy pull .*: \d+\.\d\d s, 1 of 1 layers lazy$/m, 'containerd downloaded no layer');
+  assert.match(out, /^ {6}containerd's first container \(busybox, not counted below\): \d+\.\d\d s$/m, 'containerd\'s first container start is paid before the timed runs');
   const seconds = String.raw`\s+\d+\.\d\d s`;
   assert.match(out, new RegExp(`^\\s+pull\\s+start\\+run\\s+total$`, 'm'), 'the timing table has a header');
   assert.match(out, new RegExp(`^lazy \\(cvmfs-snapshotter, CRI\\)${seconds}${seconds}${seconds}$`, 'm'), 'lazy timings');
