@@ -496,6 +496,7 @@ export class Bridge implements FuseHandler {
         if (res < 0 || !out) {
           // A store that failed may come back: the next read opens the file again.
           this.files.drop(node);
+          this.fs.access.failed('read', res);
           this.log.warn({ path: `/${this.nodes.pathOf(node)}`, code: errnoName(res) }, 'reading the layer store failed; answered EIO');
           return this.fail(req, ch, E.EIO);
         }

@@ -18,5 +18,5 @@ export { readMountInfo, fuseMountsUnder, parseMountInfo } from './mountinfo.js';
 export type { MountInfo } from './mountinfo.js';
 export { probeMount } from './unmount.js';
 export type { MountHealth } from './unmount.js';
-export type { FuseObserver } from './observer.js';
-export { NO_OBSERVER } from './observer.js';
+export type { FuseObserver, StoreCall } from './observer.js';
+export { NO_OBSERVER, STORE_CALLS } from './observer.js';

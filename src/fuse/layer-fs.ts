@@ -15,6 +15,7 @@ import { E, errnoName } from './kernel/errno.js';
 import { ATTR_SIZE, Attr } from './kernel/protocol.js';
 import { decodeListAnswer, decodeListAnswerWithFrontier, entryOf, isDirAttr, listingEntry, readRecord, type EntryInfo, type ListedDir, type Listing } from './records.js';
 import { join, type StoreAccess } from './store-access.js';
+import type { StoreCall } from './observer.js';
 import { isHiddenName } from './whiteout.js';
 
 /** A symlink's target bytes, as kept in the cache. */
@@ -393,8 +394,9 @@ export class LayerFs {
   }
 
   /** Logs the store's failure and gives the errno a program in a container sees: EIO. */
-  private failure(res: number, op: string, path: string): number {
+  private failure(res: number, op: StoreCall, path: string): number {
     const code = errnoName(res);
+    this.store.failed(op, res);
     // ETIMEDOUT was logged where the deadline passed.
     if (res !== -E.ETIMEDOUT) {
       this.log.warn({ op, path: `/${path}`, code }, code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'ESTALE' || code === 'ENXIO' || code === 'EXDEV'

@@ -11,6 +11,30 @@ export interface FuseObserver {
    * 'disabled': turned off) or for one file (the errno name the kernel refused it with).
    */
   passthroughFallback(reason: string): void;
+  /**
+   * One call on the layer store came back from the store pool: its kind and the seconds it
+   * spent there (the store's own latency, without the wait for a slot of its layer). Also told
+   * for a call that comes back after its deadline, with the time it really took.
+   */
+  storeCall(call: StoreCall, seconds: number): void;
+  /** The store failed a call (errno; a name the layer lacks is an answer, not this), answered EIO. */
+  storeError(call: StoreCall, errno: number): void;
+  /** A store call passed its deadline and was answered EIO, while the store still held it. */
+  storeDeadline(call: StoreCall): void;
+  /** A layer directory of the store stopped answering (ENOTCONN, ESTALE) and was opened again. */
+  storeReopen(): void;
 }
 
-export const NO_OBSERVER: FuseObserver = { op: () => undefined, bytesServed: () => undefined, passthroughFallback: () => undefined };
+/** The kinds of call the FUSE server makes on the layer store. */
+export const STORE_CALLS = ['lookup', 'list', 'stat', 'readlink', 'getxattr', 'open', 'read', 'close', 'statfs'] as const;
+export type StoreCall = typeof STORE_CALLS[number];
+
+export const NO_OBSERVER: FuseObserver = {
+  op: () => undefined,
+  bytesServed: () => undefined,
+  passthroughFallback: () => undefined,
+  storeCall: () => undefined,
+  storeError: () => undefined,
+  storeDeadline: () => undefined,
+  storeReopen: () => undefined,
+};

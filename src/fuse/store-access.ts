@@ -11,6 +11,7 @@
 import type { Logger } from '../log.js';
 import { NC, bytes, native, submitJob } from '../sys/native.js';
 import { E, errnoName } from './kernel/errno.js';
+import { NO_OBSERVER, type FuseObserver, type StoreCall } from './observer.js';
 import { readRecord, entryOf, type EntryInfo } from './records.js';
 
 export interface StoreAccessOptions {
@@ -19,6 +20,8 @@ export interface StoreAccessOptions {
   maxInFlight: number;
   /** A call not answered after this long is answered ETIMEDOUT. */
   deadlineMs: number;
+  /** Told of every call's time on the pool, of deadlines passed and of reopened roots. */
+  observer?: FuseObserver;
 }
 
 /** Where a layer lives: a prefix opened as given (the configured store), and a path below it where no link is followed. */
@@ -31,6 +34,7 @@ export type StoreCallback = (res: number, out: Buffer | undefined) => void;
 
 interface Job {
   readonly op: number;
+  readonly kind: StoreCall;
   readonly what: string;
   readonly usesRoot: boolean;
   readonly i1: number;
@@ -43,6 +47,8 @@ interface Job {
   /** Told of an answer that came back after the deadline, to release what it holds. */
   readonly late: StoreCallback | undefined;
   readonly queuedAt: number;
+  /** When it was handed to the pool (the last time, if it was retried). */
+  submittedAt: number;
   settled: boolean;
   retried: boolean;
 }
@@ -88,6 +94,7 @@ export class StoreAccess {
   private readonly log: Logger;
   private readonly max: number;
   private readonly deadlineMs: number;
+  private readonly observer: FuseObserver;
   private running = 0;
   private readonly queue: Job[] = [];
   private readonly active = new Set<Job>();
@@ -102,10 +109,16 @@ export class StoreAccess {
     this.log = opts.log;
     this.max = Math.max(1, opts.maxInFlight);
     this.deadlineMs = opts.deadlineMs;
+    this.observer = opts.observer ?? NO_OBSERVER;
   }
 
   get location(): LayerLocation {
     return this.loc;
+  }
+
+  /** A call's answer was a failure of the store (not a deadline: that is counted where it passed). */
+  failed(call: StoreCall, errno: number): void {
+    if (errno !== -E.ETIMEDOUT) this.observer.storeError(call, errno);
   }
 
   /** How many times the root was found dead and opened again. */
@@ -120,7 +133,7 @@ export class StoreAccess {
 
   /** The entry `name` in directory `dir` (relative paths, '' for the root), or its AUFS whiteout. */
   lookup(dir: string, name: string, cb: StoreCallback): void {
-    this.start(NC.OP_LOOKUP, `lookup ${join(dir, name)}`, true, cb, { s0: bytes(dir), s1: bytes(name) });
+    this.start(NC.OP_LOOKUP, 'lookup', `lookup ${join(dir, name)}`, true, cb, { s0: bytes(dir), s1: bytes(name) });
   }
 
   /**
@@ -129,24 +142,24 @@ export class StoreAccess {
    */
   list(dir: string, prefetch: number, next: readonly string[], cb: StoreCallback): void {
     const s2 = next.length > 0 ? bytes(next.join('\n')) : undefined;
-    this.start(NC.OP_LIST, `list ${dir || '/'}`, true, cb, { s0: bytes(dir), i1: prefetch, ...(s2 ? { s2 } : {}) });
+    this.start(NC.OP_LIST, 'list', `list ${dir || '/'}`, true, cb, { s0: bytes(dir), i1: prefetch, ...(s2 ? { s2 } : {}) });
   }
 
   stat(path: string, cb: StoreCallback): void {
-    this.start(NC.OP_STAT, `stat ${path || '/'}`, true, cb, { s0: bytes(path) });
+    this.start(NC.OP_STAT, 'stat', `stat ${path || '/'}`, true, cb, { s0: bytes(path) });
   }
 
   readlink(path: string, cb: StoreCallback): void {
-    this.start(NC.OP_READLINK, `readlink ${path}`, true, cb, { s0: bytes(path) });
+    this.start(NC.OP_READLINK, 'readlink', `readlink ${path}`, true, cb, { s0: bytes(path) });
   }
 
   getxattr(path: string, name: string, cb: StoreCallback): void {
-    this.start(NC.OP_GETXATTR, `getxattr ${path || '/'} ${name}`, true, cb, { s0: bytes(path), s1: bytes(name) });
+    this.start(NC.OP_GETXATTR, 'getxattr', `getxattr ${path || '/'} ${name}`, true, cb, { s0: bytes(path), s1: bytes(name) });
   }
 
   /** A descriptor of the regular file at path, checked to still be the inode the kernel knows (0: any). */
   open(path: string, ino: number, cb: StoreCallback): void {
-    this.start(NC.OP_OPEN, `open ${path}`, true, cb, { s0: bytes(path), d2: ino, i1: -1, late: (res) => {
+    this.start(NC.OP_OPEN, 'open', `open ${path}`, true, cb, { s0: bytes(path), d2: ino, i1: -1, late: (res) => {
       if (res >= 0) this.close(res);
     } });
   }
@@ -158,7 +171,7 @@ export class StoreAccess {
    * refusal's errno at out[4..8).
    */
   openBacking(path: string, ino: number, devFd: number, cb: StoreCallback): void {
-    this.start(NC.OP_OPEN, `open ${path}`, true, cb, { s0: bytes(path), d2: ino, i1: devFd, late: (res, out) => {
+    this.start(NC.OP_OPEN, 'open', `open ${path}`, true, cb, { s0: bytes(path), d2: ino, i1: devFd, late: (res, out) => {
       if (res < 0 || !out) return;
       if (out.readInt32LE(0) === 1) native.backingClose(devFd, res);
       else this.close(res);
@@ -167,18 +180,18 @@ export class StoreAccess {
 
   /** Reads len bytes at off into a buffer whose first 16 bytes are left for a reply header. */
   pread(fd: number, len: number, off: number, what: string, cb: StoreCallback): void {
-    this.start(NC.OP_PREAD, `read ${what}`, false, cb, { fd, i1: len, d2: off });
+    this.start(NC.OP_PREAD, 'read', `read ${what}`, false, cb, { fd, i1: len, d2: off });
   }
 
   /** Closes a store descriptor on the pool: closing a file of a FUSE store waits for its server. */
   close(fd: number): void {
-    this.start(NC.OP_CLOSE, 'close', false, (res) => {
+    this.start(NC.OP_CLOSE, 'close', 'close', false, (res) => {
       if (res < 0) this.log.debug({ errno: errnoName(res) }, 'closing a store file failed');
     }, { fd });
   }
 
   statfs(cb: StoreCallback): void {
-    this.start(NC.OP_STATFS, 'statfs', true, cb, {});
+    this.start(NC.OP_STATFS, 'statfs', 'statfs', true, cb, {});
   }
 
   /** Stops using the root; calls still running finish, and their answers go nowhere. */
@@ -194,10 +207,10 @@ export class StoreAccess {
 
   // ---- machinery ----------------------------------------------------------------------------
 
-  private start(op: number, what: string, usesRoot: boolean, cb: StoreCallback, a: { s0?: Buffer; s1?: Buffer; s2?: Buffer; fd?: number; i1?: number; d2?: number; late?: StoreCallback }): void {
+  private start(op: number, kind: StoreCall, what: string, usesRoot: boolean, cb: StoreCallback, a: { s0?: Buffer; s1?: Buffer; s2?: Buffer; fd?: number; i1?: number; d2?: number; late?: StoreCallback }): void {
     const job: Job = {
-      op, what, usesRoot, cb, late: a.late, i1: a.i1 ?? 0, d2: a.d2 ?? 0, s0: a.s0, s1: a.s1, s2: a.s2, fd: a.fd ?? -1,
-      queuedAt: performance.now(), settled: false, retried: false,
+      op, kind, what, usesRoot, cb, late: a.late, i1: a.i1 ?? 0, d2: a.d2 ?? 0, s0: a.s0, s1: a.s1, s2: a.s2, fd: a.fd ?? -1,
+      queuedAt: performance.now(), submittedAt: 0, settled: false, retried: false,
     };
     if (this.closed && usesRoot) {
       cb(-E.EIO, undefined);
@@ -212,6 +225,7 @@ export class StoreAccess {
 
   private submit(job: Job): void {
     this.running++;
+    job.submittedAt = performance.now();
     const i0 = job.usesRoot ? this.rootFd : job.fd;
     const r = submitJob(job.op, (res, out) => this.done(job, res, out), i0, job.i1, job.d2, job.s0, job.s1, job.s2);
     if (r < 0) {
@@ -223,6 +237,7 @@ export class StoreAccess {
 
   private done(job: Job, res: number, out: Buffer | undefined): void {
     this.running--;
+    this.observer.storeCall(job.kind, (performance.now() - job.submittedAt) / 1000);
     if (job.settled) {
       this.log.info({ call: job.what, seconds: ((performance.now() - job.queuedAt) / 1000).toFixed(1) }, 'a store call that passed its deadline came back');
       job.late?.(res, out);
@@ -264,6 +279,7 @@ export class StoreAccess {
       this.log.warn({ call: job.what, deadlineSeconds: this.deadlineMs / 1000, waiting: idx >= 0 }, 'the layer store did not answer within the deadline; answered EIO');
       job.settled = true;
       this.active.delete(job);
+      this.observer.storeDeadline(job.kind);
       try {
         job.cb(-E.ETIMEDOUT, undefined);
       } catch (err) {
@@ -284,6 +300,7 @@ export class StoreAccess {
     this.reopening = waiting;
     this.log.warn({ store: this.loc.trusted, layer: this.loc.relative }, 'the layer directory stopped answering (ENOTCONN/ESTALE); opening it again');
     this.reopens++;
+    this.observer.storeReopen();
     this.onRootDied?.();
     openLayerRoot(this.loc).then(({ fd }) => {
       if (this.closed) {

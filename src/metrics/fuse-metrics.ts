@@ -6,7 +6,7 @@
 // increment in an array instead of prom-client's label hashing.
 import type { Registry } from 'prom-client';
 import type { CacheStats } from '../cache/index.js';
-import type { FuseObserver, MounterCounters } from '../fuse/index.js';
+import type { FuseObserver, MounterCounters, StoreCall } from '../fuse/index.js';
 import type { MetricsJson } from './merge.js';
 import { errnoLabel, PREFIX } from './names.js';
 import { throttle } from './throttle.js';
@@ -40,6 +40,9 @@ export interface FuseMetrics {
 // FUSE requests take tens of microseconds when answered from memory and up to seconds when
 // the store is a cold CernVM-FS mount.
 const REQUEST_BUCKETS = [1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1, 2.5];
+// A store call takes microseconds when the store's metadata and pages are cached, and up to
+// minutes when CernVM-FS downloads a file through a slow proxy (its deadline is minutes too).
+const STORE_BUCKETS = [2.5e-5, 1e-4, 2.5e-4, 1e-3, 2.5e-3, 1e-2, 2.5e-2, 0.1, 0.25, 1, 2.5, 10, 30, 60];
 
 /** One sample as prom-client's getMetricsAsJSON() has it. */
 interface Sample {
@@ -64,6 +67,50 @@ interface OpTally {
   count: number;
 }
 
+function tally(m: Map<string, OpTally>, key: string, bounds: readonly number[], seconds: number): void {
+  let t = m.get(key);
+  if (!t) {
+    t = { buckets: new Float64Array(bounds.length), sum: 0, count: 0 };
+    m.set(key, t);
+  }
+  t.sum += seconds;
+  t.count++;
+  for (let i = 0; i < bounds.length; i++) {
+    if (seconds <= (bounds[i] as number)) {
+      (t.buckets[i] as number)++;
+      break;
+    }
+  }
+}
+
+/** A histogram family from tallies keyed by the value of `label`. */
+function histogram(name: string, help: string, label: string, bounds: readonly number[], m: ReadonlyMap<string, OpTally>): Family {
+  const full = `${PREFIX}${name}`;
+  const values: Sample[] = [];
+  for (const [key, t] of m) {
+    let acc = 0;
+    bounds.forEach((le, i) => {
+      acc += t.buckets[i] as number;
+      values.push({ value: acc, labels: { le, [label]: key }, metricName: `${full}_bucket` });
+    });
+    values.push({ value: t.count, labels: { le: '+Inf', [label]: key }, metricName: `${full}_bucket` });
+    values.push({ value: t.sum, labels: { [label]: key }, metricName: `${full}_sum` });
+    values.push({ value: t.count, labels: { [label]: key }, metricName: `${full}_count` });
+  }
+  return { name: full, help, type: 'histogram', values, aggregator: 'sum' };
+}
+
+/** Counts by two labels, as a counter family. */
+function byTwo(name: string, help: string, l1: string, l2: string, m: ReadonlyMap<string, ReadonlyMap<string, number>>): Family {
+  const values: Sample[] = [];
+  for (const [v1, inner] of m) for (const [v2, value] of inner) values.push({ value, labels: { [l1]: v1, [l2]: v2 } });
+  return { name: `${PREFIX}${name}`, help, type: 'counter', values, aggregator: 'sum' };
+}
+
+function bump<K>(m: Map<K, number>, k: K): void {
+  m.set(k, (m.get(k) ?? 0) + 1);
+}
+
 function one(name: string, help: string, type: 'counter' | 'gauge', value: number): Family {
   return { name: `${PREFIX}${name}`, help, type, values: [{ value, labels: {} }], aggregator: 'sum' };
 }
@@ -77,6 +124,11 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
   /** Errors by operation, then by errno. */
   const errors = new Map<string, Map<number, number>>();
   const fallbacks = new Map<string, number>();
+  const storeCalls = new Map<string, OpTally>();
+  /** Store calls that failed, by call, then by errno name. */
+  const storeErrors = new Map<string, Map<string, number>>();
+  const storeDeadlines = new Map<StoreCall, number>();
+  let storeReopens = 0;
   let bytes = 0;
   let collections = 0;
   let answered = 0;
@@ -84,20 +136,8 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
   // Per-request work: a map lookup by operation name and an increment.
   const observer: FuseObserver = {
     op(name, seconds, errno) {
-      let t = ops.get(name);
-      if (!t) {
-        t = { buckets: new Float64Array(REQUEST_BUCKETS.length), sum: 0, count: 0 };
-        ops.set(name, t);
-      }
-      t.sum += seconds;
-      t.count++;
+      tally(ops, name, REQUEST_BUCKETS, seconds);
       answered++;
-      for (let i = 0; i < REQUEST_BUCKETS.length; i++) {
-        if (seconds <= (REQUEST_BUCKETS[i] as number)) {
-          (t.buckets[i] as number)++;
-          break;
-        }
-      }
       if (errno === 0) return;
       let e = errors.get(name);
       if (!e) {
@@ -113,23 +153,25 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
       const r = /^[A-Za-z0-9_]{1,24}$/.test(reason) ? reason : 'other';
       fallbacks.set(r, (fallbacks.get(r) ?? 0) + 1);
     },
+    storeCall(call, seconds) {
+      tally(storeCalls, call, STORE_BUCKETS, seconds);
+    },
+    storeError(call, errno) {
+      let e = storeErrors.get(call);
+      if (!e) {
+        e = new Map();
+        storeErrors.set(call, e);
+      }
+      bump(e, errnoLabel(errno));
+    },
+    storeDeadline(call) {
+      bump(storeDeadlines, call);
+    },
+    storeReopen() {
+      storeReopens++;
+    },
   };
 
-  function durations(): Family {
-    const name = `${PREFIX}fuse_request_duration_seconds`;
-    const values: Sample[] = [];
-    for (const [op, t] of ops) {
-      let acc = 0;
-      REQUEST_BUCKETS.forEach((le, i) => {
-        acc += t.buckets[i] as number;
-        values.push({ value: acc, labels: { le, op }, metricName: `${name}_bucket` });
-      });
-      values.push({ value: t.count, labels: { le: '+Inf', op }, metricName: `${name}_bucket` });
-      values.push({ value: t.sum, labels: { op }, metricName: `${name}_sum` });
-      values.push({ value: t.count, labels: { op }, metricName: `${name}_count` });
-    }
-    return { name, help: 'Time to answer a FUSE request, by operation; its _count is the number of requests answered.', type: 'histogram', values, aggregator: 'sum' };
-  }
 
   function render(): Family[] {
     const c = mounter.counters();
@@ -139,7 +181,7 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
     for (const [op, byErrno] of errors) for (const [errno, value] of byErrno) errorSamples.push({ value, labels: { op, errno: errnoLabel(errno) } });
     return [
       one('fuse_metrics_collections_total', `Collections of the FUSE server's metrics; at most one per ${intervalMs / 1000} s, however often they are scraped.`, 'counter', collections),
-      durations(),
+      histogram('fuse_request_duration_seconds', 'Time to answer a FUSE request, by operation; its _count is the number of requests answered.', 'op', REQUEST_BUCKETS, ops),
       {
         name: `${PREFIX}fuse_request_errors_total`,
         help: 'FUSE requests answered with an error, by operation and errno name (ENOENT for a missing name is normal).',
@@ -163,6 +205,11 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
       one('fuse_requests_waiting_for_store', 'FUSE requests waiting for the layer store now.', 'gauge', c.waitingForStore),
       one('fuse_store_threads', 'Threads of the store pool now.', 'gauge', pool.threads),
       one('fuse_store_stuck_threads', 'Store pool threads in one store call for more than a second (a stalled store).', 'gauge', pool.stuck),
+      histogram('store_call_duration_seconds', 'Time the layer store took to answer a call of the FUSE server, by call (lookup, list, stat, readlink, getxattr, open, read, close, statfs); a call past its deadline is counted when it comes back.',
+        'call', STORE_BUCKETS, storeCalls),
+      byTwo('store_call_errors_total', 'Calls on the layer store that failed, by call and errno name (a name the layer lacks is not a failure).', 'call', 'errno', storeErrors),
+      labelled('store_call_deadlines_total', 'Calls on the layer store not answered within store-timeout, answered EIO while the store still held them, by call.', 'call', storeDeadlines),
+      one('store_reopens_total', 'Layer directories that stopped answering (ENOTCONN, ESTALE: a CernVM-FS mount that crashed and came back) and were opened again.', 'counter', storeReopens),
     ];
   }
 

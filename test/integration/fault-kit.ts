@@ -39,6 +39,22 @@ export class OpCounter implements FuseObserver {
     // Whether a mount reads by passthrough is checked on the mounter's counters.
   }
 
+  storeCall(): void {
+    // The store's side is counted by the metrics (test/integration/store-metrics.test.ts).
+  }
+
+  storeError(): void {
+    // As storeCall.
+  }
+
+  storeDeadline(): void {
+    // As storeCall.
+  }
+
+  storeReopen(): void {
+    // As storeCall.
+  }
+
   /** Answers of op with errno (0: success) so far. */
   count(op: string, errno = 0): number {
     return this.counts.get(`${op} ${errno}`) ?? 0;

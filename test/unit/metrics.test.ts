@@ -60,6 +60,37 @@ test('the FUSE observer and the mounter counters show up in the FUSE registry', 
   assert.equal(s.get('cvmfs_snapshotter_metadata_cache_hits_total'), 11);
 });
 
+test('calls on the layer store show up in the FUSE registry: their time by call, failures by errno, deadlines passed and roots reopened', async () => {
+  const counters: MounterCounters = { mounts: 0, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 0, passthrough: 0, waitingForStore: 0 };
+  const cache: CacheStats = { hits: 0, negativeHits: 0, misses: 0, evictions: 0, size: 0, bytes: 0, maxBytes: 65536, maxEntries: 100 };
+  const m = createFuseMetrics({ counters: () => counters, cacheStats: () => cache, pool: () => ({ threads: 2, stuck: 0 }) });
+  let s = samples(await (await m.registry()).metrics());
+  assert.equal(s.get('cvmfs_snapshotter_store_reopens_total'), 0, 'shown before anything happened');
+  m.observer.storeCall('lookup', 0.00002);
+  m.observer.storeCall('lookup', 0.003);
+  m.observer.storeCall('read', 45);
+  m.observer.storeCall('list', 200);
+  m.observer.storeError('open', -5);
+  m.observer.storeError('open', 5);
+  m.observer.storeError('lookup', -116);
+  m.observer.storeDeadline('list');
+  m.observer.storeReopen();
+  s = samples(await (await m.registry()).metrics());
+  assert.equal(s.get('cvmfs_snapshotter_store_call_duration_seconds_count{call="lookup"}'), 2);
+  assert.equal(s.get('cvmfs_snapshotter_store_call_duration_seconds_bucket{le="0.000025",call="lookup"}'), 1);
+  assert.equal(s.get('cvmfs_snapshotter_store_call_duration_seconds_bucket{le="0.0025",call="lookup"}'), 1);
+  assert.equal(s.get('cvmfs_snapshotter_store_call_duration_seconds_bucket{le="0.01",call="lookup"}'), 2);
+  assert.equal(s.get('cvmfs_snapshotter_store_call_duration_seconds_bucket{le="30",call="read"}'), 0);
+  assert.equal(s.get('cvmfs_snapshotter_store_call_duration_seconds_bucket{le="60",call="read"}'), 1);
+  assert.equal(s.get('cvmfs_snapshotter_store_call_duration_seconds_bucket{le="60",call="list"}'), 0, 'past the last bound');
+  assert.equal(s.get('cvmfs_snapshotter_store_call_duration_seconds_bucket{le="+Inf",call="list"}'), 1);
+  assert.equal(s.get('cvmfs_snapshotter_store_call_duration_seconds_sum{call="read"}'), 45);
+  assert.equal(s.get('cvmfs_snapshotter_store_call_errors_total{call="open",errno="EIO"}'), 2);
+  assert.equal(s.get('cvmfs_snapshotter_store_call_errors_total{call="lookup",errno="ESTALE"}'), 1);
+  assert.equal(s.get('cvmfs_snapshotter_store_call_deadlines_total{call="list"}'), 1);
+  assert.equal(s.get('cvmfs_snapshotter_store_reopens_total'), 1);
+});
+
 test('gRPC calls and decisions show up in the daemon registry, with process metrics under the prefix', async () => {
   const m = createDaemonMetrics();
   m.call('Stat', 'NOT_FOUND', 0.0001);

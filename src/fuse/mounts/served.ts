@@ -57,7 +57,7 @@ export function layerDirOf(loc: LayerLocation): string {
 
 export function serveLayer(ctx: ServeContext, a: ServeArgs): Served {
   const store = new StoreAccess(a.rootFd, a.location, {
-    log: a.log, maxInFlight: ctx.tuning.storeCallsPerLayer, deadlineMs: ctx.tuning.storeDeadlineMs,
+    log: a.log, maxInFlight: ctx.tuning.storeCallsPerLayer, deadlineMs: ctx.tuning.storeDeadlineMs, observer: ctx.observer,
   });
   const fs = new LayerFs(store, ctx.cache, `${++seq}\0`, a.log, { listDirBytes: ctx.tuning.listDirBytes, prefetchEntries: ctx.tuning.prefetchEntries });
   const rootInfo: EntryInfo = a.rootInfo ?? { buf: Buffer.alloc(88), at: 0, whiteout: false, opaque: undefined, xattrs: new Map() };
