@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { errnoCode } from '../errors.js';
-import { DEFAULT_TUNING } from '../fuse/tuning.js';
+import { DEFAULT_TUNING, MAX_BUSY_POLL_US } from '../fuse/tuning.js';
 
 import { DEFAULT_REPOSITORY } from './defaults.js';
 
@@ -35,6 +35,11 @@ export interface Config {
    * layer has any xattr and reads its metadata ahead); 0 turns the walk off.
    */
   layerWalkEntries: number;
+  /**
+   * Microseconds the FUSE server reads a layer's channel again after an answer before it sleeps
+   * (the next request of a program that asks one thing after another is then read at once); 0: never.
+   */
+  fuseBusyPollUs: number;
   /** Where to serve Prometheus metrics; absent: no metrics endpoint. */
   metrics?: MetricsConfig;
 }
@@ -69,7 +74,7 @@ function expectString(file: string, key: string, v: unknown): string {
   return v;
 }
 
-const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries', 'metadata-cache-bytes', 'fuse-passthrough', 'store-timeout', 'store-check-timeout', 'layer-walk-entries', '[metrics]'];
+const KNOWN_KEYS = ['repository', 'absolute-mountpoint', 'metadata-cache-entries', 'metadata-cache-bytes', 'fuse-passthrough', 'fuse-busy-poll-us', 'store-timeout', 'store-check-timeout', 'layer-walk-entries', '[metrics]'];
 const KNOWN_METRICS_KEYS = ['address'];
 
 const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
@@ -131,6 +136,7 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
   let storeTimeoutSec = DEFAULT_STORE_TIMEOUT_SEC;
   let storeCheckTimeoutSec = DEFAULT_STORE_CHECK_TIMEOUT_SEC;
   let layerWalkEntries = DEFAULT_LAYER_WALK_ENTRIES;
+  let fuseBusyPollUs = DEFAULT_TUNING.busyPollUs;
   let metrics: MetricsConfig | undefined;
   for (const [key, value] of Object.entries(doc)) {
     switch (key) {
@@ -162,6 +168,12 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
         if (typeof value !== 'boolean') throw new ConfigError(`${file}: "fuse-passthrough" must be true or false, got ${JSON.stringify(value)}`);
         fusePassthrough = value;
         break;
+      case 'fuse-busy-poll-us':
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_BUSY_POLL_US) {
+          throw new ConfigError(`${file}: "fuse-busy-poll-us" must be a whole number of microseconds from 0 (off) to ${MAX_BUSY_POLL_US}, got ${JSON.stringify(value)}`);
+        }
+        fuseBusyPollUs = value;
+        break;
       case 'store-timeout':
         if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 86400) {
           throw new ConfigError(`${file}: "store-timeout" must be a whole number of seconds from 1 to 86400, got ${JSON.stringify(value)}`);
@@ -188,7 +200,7 @@ export function configFromToml(doc: Record<string, unknown>, file: string): Conf
     }
   }
   const config: Config = {
-    repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries, metadataCacheBytes, fusePassthrough, storeTimeoutSec, storeCheckTimeoutSec, layerWalkEntries,
+    repository, absoluteMountpoint: absoluteMountpoint ?? `/cvmfs/${repository}`, metadataCacheEntries, metadataCacheBytes, fusePassthrough, storeTimeoutSec, storeCheckTimeoutSec, layerWalkEntries, fuseBusyPollUs,
   };
   if (metrics) config.metrics = metrics;
   return config;

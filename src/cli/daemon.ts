@@ -126,7 +126,7 @@ export async function runDaemon(opts: DaemonOptions, version: string): Promise<n
         '--root', scope.root, '--store', scope.store,
         '--cache-entries', String(config.metadataCacheEntries), '--cache-bytes', String(config.metadataCacheBytes),
         '--passthrough', config.fusePassthrough ? 'on' : 'off', '--store-timeout', String(config.storeTimeoutSec),
-        '--walk-entries', String(config.layerWalkEntries)],
+        '--walk-entries', String(config.layerWalkEntries), '--busy-poll-us', String(config.fuseBusyPollUs)],
       { env: process.env });
       log.info({ pid, socket: opts.fuseSocket }, 'started a FUSE server');
       return pid;

@@ -10,7 +10,7 @@ import { RemoteLayerMounter } from '../fuse/server/client.js';
 import { isAbsolute, resolve } from 'node:path';
 import { parseCommand, usageError } from './args.js';
 import { ConfigError, DEFAULT_FUSE_SOCKET, loadConfig, type Config } from './config.js';
-import { DEFAULT_CACHE_BYTES, DEFAULT_TUNING } from '../fuse/tuning.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_TUNING, MAX_BUSY_POLL_US } from '../fuse/tuning.js';
 import { BIN_PATH, fuseServerNodeFlags, missingNodeFlags, version } from './build-info.js';
 import { native } from '../sys/native.js';
 
@@ -19,7 +19,8 @@ const REEXEC_ENV = 'CVMFS_SNAPSHOTTER_FUSE_SERVER_FLAGS_ADDED';
 
 const USAGE = `Usage: cvmfs-snapshotter fuse-server [--socket SOCK] [--config FILE] [--root DIR [--store DIR]] [--replace]
                                      [--log-level LEVEL] [--cache-bytes N] [--cache-entries N] [--passthrough on|off]
-                                     [--store-timeout SECONDS] [--walk-entries N] [--successor-wait SECONDS]
+                                     [--store-timeout SECONDS] [--walk-entries N] [--busy-poll-us N]
+                                     [--successor-wait SECONDS]
        cvmfs-snapshotter fuse-server --handover [--socket SOCK]
        cvmfs-snapshotter fuse-server --stop [--socket SOCK]
 
@@ -29,7 +30,8 @@ outlives the daemon, so restarting the daemon never breaks a running container.
   --socket SOCK          control socket (default ${DEFAULT_FUSE_SOCKET})
   --config FILE          the daemon's TOML config: the store (absolute-mountpoint) and the keys
                          metadata-cache-bytes, metadata-cache-entries, fuse-passthrough,
-                         store-timeout and layer-walk-entries; the flags below win over it
+                         fuse-busy-poll-us, store-timeout and layer-walk-entries; the flags
+                         below win over it
   --root DIR             the daemon's root: layers are mounted only below it (with --store or --config)
   --store DIR            the layer store: only its layers are served (the root and the store are
                          taken from the first daemon that connects when not given here)
@@ -45,6 +47,10 @@ outlives the daemon, so restarting the daemon never breaks a running container.
   --store-timeout S      a store call not answered in S seconds is answered EIO (default ${DEFAULT_TUNING.storeDeadlineMs / 1000})
   --walk-entries N       entries a background walk of each new layer may list, to learn whether
                          it has xattrs and read its metadata ahead; 0: no walk (default ${DEFAULT_TUNING.censusEntries})
+  --busy-poll-us N       after an answer, read the layer's channel again for N microseconds
+                         before sleeping: the next request of a program asking one thing after
+                         another is read at once (a LOOKUP round trip 38 -> 28 us measured);
+                         0: never (default ${DEFAULT_TUNING.busyPollUs}, at most ${MAX_BUSY_POLL_US})
   --successor-wait S     on SIGTERM, serve on for up to S seconds for a successor (the next pod's
                          fuse-server --replace) to take the mounts over, and unmount them only if
                          none does (default 0: unmount at once; the DaemonSet gives 20, its pods
@@ -72,6 +78,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     passthrough: { type: 'string' },
     'store-timeout': { type: 'string' },
     'walk-entries': { type: 'string' },
+    'busy-poll-us': { type: 'string' },
     'successor-wait': { type: 'string' },
     handover: { type: 'boolean' },
     stop: { type: 'boolean' },
@@ -105,6 +112,10 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
   const walk = v['walk-entries'] ?? (config ? String(config.layerWalkEntries) : undefined);
   if (walk !== undefined && !/^[0-9]{1,9}$/.test(walk)) return usageError('fuse-server', `--walk-entries must be a whole number (0: no walk), got ${walk}`);
   if (typeof cacheBytes === 'number' && cacheBytes < 1024 * 1024) return usageError('fuse-server', '--cache-bytes must be at least 1048576 (1 MiB)');
+  const busyPoll = v['busy-poll-us'] ?? (config ? String(config.fuseBusyPollUs) : undefined);
+  if (busyPoll !== undefined && !(/^[0-9]{1,7}$/.test(busyPoll) && Number(busyPoll) <= MAX_BUSY_POLL_US)) {
+    return usageError('fuse-server', `--busy-poll-us must be a whole number of microseconds from 0 (off) to ${MAX_BUSY_POLL_US}, got ${busyPoll}`);
+  }
   const successorWait = v['successor-wait'];
   if (successorWait !== undefined && !(/^[0-9]{1,4}$/.test(successorWait) && Number(successorWait) <= 3600)) {
     return usageError('fuse-server', `--successor-wait must be a whole number of seconds from 0 to 3600, got ${successorWait}`);
@@ -173,11 +184,12 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
     ...(passthrough ? { passthrough: passthrough === 'on' } : {}),
     ...(typeof timeout === 'number' ? { storeDeadlineMs: timeout * 1000 } : {}),
     ...(walk !== undefined ? { censusEntries: Number(walk) } : {}),
+    ...(busyPoll !== undefined ? { busyPollUs: Number(busyPoll) } : {}),
   };
   log.info({
     config: v.config, cacheBytes: cacheBytes ?? DEFAULT_CACHE_BYTES, cacheEntries, passthrough: passthrough ?? 'on',
     storeTimeoutSec: timeout ?? DEFAULT_TUNING.storeDeadlineMs / 1000, walkEntries: walk === undefined ? DEFAULT_TUNING.censusEntries : Number(walk),
-    successorWaitSec: Number(successorWait ?? 0),
+    busyPollUs: busyPoll === undefined ? DEFAULT_TUNING.busyPollUs : Number(busyPoll), successorWaitSec: Number(successorWait ?? 0),
   }, 'FUSE server settings');
   const server = new FuseServer({
     socket, log, version: version(),
@@ -196,6 +208,7 @@ export async function fuseServerCommand(args: string[]): Promise<number> {
       ...(passthrough ? ['--passthrough', passthrough] : []),
       ...(typeof timeout === 'number' ? ['--store-timeout', String(timeout)] : []),
       ...(walk !== undefined ? ['--walk-entries', walk] : []),
+      ...(busyPoll !== undefined ? ['--busy-poll-us', busyPoll] : []),
       ...(successorWait !== undefined ? ['--successor-wait', successorWait] : []),
     ],
   });

@@ -12,7 +12,7 @@ import type { LayerMounter } from './mounts/lifecycle.js';
  * made the mounter lets go of it.
  */
 export type LayerMounts = Omit<LayerMounter, 'close'>;
-export { DEFAULT_TUNING, DEFAULT_CACHE_BYTES, LAYER_FS_SUBTYPE } from './tuning.js';
+export { DEFAULT_TUNING, DEFAULT_CACHE_BYTES, LAYER_FS_SUBTYPE, MAX_BUSY_POLL_US } from './tuning.js';
 export type { LayerFsTuning } from './tuning.js';
 export { readMountInfo, fuseMountsUnder, parseMountInfo } from './mountinfo.js';
 export type { MountInfo } from './mountinfo.js';

@@ -31,6 +31,11 @@ export interface LayerFsTuning {
   openFiles: number;
   /** Threads of the store pool, before stuck ones are replaced. */
   poolThreads: number;
+  /**
+   * Microseconds a layer's channel is read again after an answer, before the server waits for
+   * the kernel to wake it (native/cvmfs_sys.c, busy_poll); 0: never. The whole process has one.
+   */
+  busyPollUs: number;
 }
 
 export const DEFAULT_TUNING: Readonly<LayerFsTuning> = {
@@ -49,7 +54,11 @@ export const DEFAULT_TUNING: Readonly<LayerFsTuning> = {
   censusEntries: 200_000,
   openFiles: 4096,
   poolThreads: 32,
+  busyPollUs: 20,
 };
+
+/** The largest busy poll the server takes (fuse-busy-poll-us, --busy-poll-us). */
+export const MAX_BUSY_POLL_US = 1000;
 
 /** The filesystem type shows as `fuse.<subtype>` in /proc/self/mountinfo. */
 export const LAYER_FS_SUBTYPE = 'cvmfs-layer';

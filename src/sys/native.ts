@@ -31,6 +31,8 @@ interface Binding {
   submit(op: number, token: number, i0?: number, i1?: number, d2?: number, s0?: Buffer, s1?: Buffer, s2?: Buffer, s3?: Buffer): number;
   poolConfig(maxThreads: number, stuckMs: number): void;
   poolStats(): [threads: number, idle: number, queued: number, stuck: number, inflight: number, done: number];
+  /** How long, in microseconds, a FUSE channel is read again after an answer before the loop waits (0: off). */
+  setBusyPoll(microseconds: number): void;
   setHiddenXattrs(names: Buffer[]): void;
   backingClose(devFd: number, id: number): number;
   closeFd(fd: number): number;

@@ -167,10 +167,10 @@ export interface ServerUnderTest {
 
 /** startFuseServer (fuse-server-process.ts) with a cache budget, and a client as the daemon's. */
 /** walkEntries: the server's --walk-entries (0: layers are not walked, so nothing is listed that a test did not ask for). */
-export async function startMemoryServer(scope: Scope, o: { name: string; root: string; store: string; cacheBytes: number; walkEntries?: number; logLevel?: string }): Promise<ServerUnderTest> {
+export async function startMemoryServer(scope: Scope, o: { name: string; root: string; store: string; cacheBytes: number; walkEntries?: number; logLevel?: string; extraArgs?: readonly string[] }): Promise<ServerUnderTest> {
   const server = await startFuseServer(scope, {
     name: o.name, root: o.root, store: o.store, logLevel: o.logLevel ?? 'warn',
-    extraArgs: ['--cache-bytes', String(o.cacheBytes), ...(o.walkEntries !== undefined ? ['--walk-entries', String(o.walkEntries)] : [])],
+    extraArgs: ['--cache-bytes', String(o.cacheBytes), ...(o.walkEntries !== undefined ? ['--walk-entries', String(o.walkEntries)] : []), ...(o.extraArgs ?? [])],
   });
   const client = new RemoteLayerMounter({
     socket: server.socket,

@@ -314,7 +314,7 @@ test('--config takes the store and the tuning keys from the daemon\'s config fil
   const file = join(dir, 'config.toml');
   await writeFile(file, [
     `absolute-mountpoint = "${store}"`, 'metadata-cache-bytes = 3145728', 'metadata-cache-entries = 1234',
-    'fuse-passthrough = false', 'store-timeout = 77', 'layer-walk-entries = 0', '',
+    'fuse-passthrough = false', 'store-timeout = 77', 'layer-walk-entries = 0', 'fuse-busy-poll-us = 7', '',
   ].join('\n'));
   const socket = join(await scope.mkdir('config', 'run'), 'fuse.sock');
   const s = await ManagedProcess.start({
@@ -346,6 +346,7 @@ test('--config takes the store and the tuning keys from the daemon\'s config fil
     assert.ok(settings, s.logTail());
     assert.equal(settings.storeTimeoutSec, 77, 'store-timeout');
     assert.equal(settings.walkEntries, 0, 'layer-walk-entries');
+    assert.equal(settings.busyPollUs, 7, 'fuse-busy-poll-us');
     assert.equal(await readFile(join(mnt, 'd', 'f'), 'utf8'), l.text);
   } finally {
     assert.deepEqual(await s.kill('SIGTERM', 20_000), { code: 0, signal: null });

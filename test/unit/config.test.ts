@@ -7,7 +7,7 @@ import { configFromToml, loadConfig } from '../../src/cli/config.js';
 import { parseDaemonArgs } from '../../src/cli/daemon-args.js';
 
 test('defaults are those of the Go CernVM-FS snapshotter', async () => {
-  assert.deepEqual(configFromToml({}, 'f'), { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch', metadataCacheEntries: 200_000, metadataCacheBytes: 64 * 1024 * 1024, fusePassthrough: true, storeTimeoutSec: 180, storeCheckTimeoutSec: 5, layerWalkEntries: 200_000 });
+  assert.deepEqual(configFromToml({}, 'f'), { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch', metadataCacheEntries: 200_000, metadataCacheBytes: 64 * 1024 * 1024, fusePassthrough: true, storeTimeoutSec: 180, storeCheckTimeoutSec: 5, layerWalkEntries: 200_000, fuseBusyPollUs: 20 });
   assert.deepEqual(configFromToml({ repository: 'x.cern.ch' }, 'f').absoluteMountpoint, '/cvmfs/x.cern.ch');
   const d = parseDaemonArgs([]);
   assert.ok(typeof d === 'object');
@@ -30,6 +30,14 @@ test('layer-walk-entries takes 0 (no walk) to 100,000,000; anything else is refu
   assert.equal(configFromToml({ 'layer-walk-entries': 100_000_000 }, 'c.toml').layerWalkEntries, 100_000_000);
   for (const bad of [-1, 1.5, 100_000_001, '10', true]) {
     assert.throws(() => configFromToml({ 'layer-walk-entries': bad }, 'c.toml'), /c\.toml: "layer-walk-entries" must be a whole number from 0 \(no walk\)/, String(bad));
+  }
+});
+
+test('fuse-busy-poll-us takes 0 (off) to 1000 microseconds; anything else is refused with the key named', () => {
+  assert.equal(configFromToml({ 'fuse-busy-poll-us': 0 }, 'c.toml').fuseBusyPollUs, 0);
+  assert.equal(configFromToml({ 'fuse-busy-poll-us': 1000 }, 'c.toml').fuseBusyPollUs, 1000);
+  for (const bad of [-1, 2.5, 1001, '20', false]) {
+    assert.throws(() => configFromToml({ 'fuse-busy-poll-us': bad }, 'c.toml'), /c\.toml: "fuse-busy-poll-us" must be a whole number of microseconds from 0 \(off\) to 1000/, String(bad));
   }
 });
 

@@ -78,6 +78,6 @@ describe('deploy/systemd/cvmfs-snapshotter.service', () => {
 describe('deploy/config.toml', () => {
   test('the daemon accepts it, and it names the default store', async () => {
     const c = await loadConfig(DAEMON_CONFIG, true);
-    assert.deepEqual(c, { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch', metadataCacheEntries: 200_000, metadataCacheBytes: 64 * 1024 * 1024, fusePassthrough: true, storeTimeoutSec: 180, storeCheckTimeoutSec: 5, layerWalkEntries: 200_000 });
+    assert.deepEqual(c, { repository: 'unpacked.cern.ch', absoluteMountpoint: '/cvmfs/unpacked.cern.ch', metadataCacheEntries: 200_000, metadataCacheBytes: 64 * 1024 * 1024, fusePassthrough: true, storeTimeoutSec: 180, storeCheckTimeoutSec: 5, layerWalkEntries: 200_000, fuseBusyPollUs: 20 });
   });
 });

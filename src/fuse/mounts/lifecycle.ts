@@ -112,6 +112,7 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
     this.maxLayers = opts.maxLayers ?? 0;
     this.fdLimit = openFileLimit();
     native.poolConfig(tuning.poolThreads, 1000);
+    native.setBusyPoll(tuning.busyPollUs);
     native.setHiddenXattrs(HIDDEN_XATTRS.map(bytes));
   }
 
