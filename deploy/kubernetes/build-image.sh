@@ -18,6 +18,9 @@
 #   CVMFS_IMAGE_STORAGE        a directory where buildah keeps its storage between runs, with its
 #                              layer cache: a build whose sources did not change then reuses every
 #                              step (default: a private directory made for this run and removed)
+#   CVMFS_IMAGE_STORAGE_DRIVER buildah's storage driver: overlay (the default, unless the storage
+#                              directory is itself on overlayfs, as inside a container) or vfs,
+#                              which copies every layer whole (a cached rebuild: 65 s against 14)
 #
 # The system's container storage is never touched.
 set -euo pipefail
@@ -39,12 +42,12 @@ while [ $# -gt 0 ]; do
     --output=*) OUTPUT=${1#--output=}; shift ;;
     --tag) [ $# -ge 2 ] || die "--tag needs NAME:TAG"; TAG=$2; shift 2 ;;
     --tag=*) TAG=${1#--tag=}; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (expected --output FILE or --tag NAME:TAG)" ;;
   esac
 done
 
-[ "$(id -u)" = 0 ] || die "must run as root (debootstrap, buildah's vfs storage)"
+[ "$(id -u)" = 0 ] || die "must run as root (debootstrap, buildah's private storage)"
 for tool in debootstrap buildah node npm tar gzip; do
   command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-deps.sh installs it)"
 done
@@ -57,17 +60,24 @@ VERSION=$(sed -n 's/^  "version": "\([^"]*\)",$/\1/p' "$REPO/package.json")
 [ -n "$OUTPUT" ] || OUTPUT="$CACHE/out/cvmfs-snapshotter-$VERSION.oci.tar"
 case "$OUTPUT" in *:*) die "--output must not contain ':' (buildah reads it as a tag separator)";; esac
 
+DRIVER=${CVMFS_IMAGE_STORAGE_DRIVER:-}
+case "$DRIVER" in ""|overlay|vfs) ;; *) die "CVMFS_IMAGE_STORAGE_DRIVER must be overlay or vfs, got '$DRIVER'";; esac
+case "${CVMFS_IMAGE_STORAGE:-/}" in /*) ;; *) die "CVMFS_IMAGE_STORAGE must be an absolute path, got '$CVMFS_IMAGE_STORAGE'";; esac
+
 START=$SECONDS
 mkdir -p "$CACHE" "$(dirname "$OUTPUT")"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cvmfs-image-build.XXXXXX")
 STORAGE=${CVMFS_IMAGE_STORAGE:-$WORK}
 LAYERS=false
 if [ -n "${CVMFS_IMAGE_STORAGE:-}" ]; then
-  case "$STORAGE" in /*) ;; *) die "CVMFS_IMAGE_STORAGE must be an absolute path, got '$STORAGE'";; esac
   mkdir -p "$STORAGE"
   LAYERS=true
 fi
-B=(buildah --root "$STORAGE/storage" --runroot "$STORAGE/run" --storage-driver vfs)
+if [ -z "$DRIVER" ]; then
+  # overlayfs cannot take an overlayfs directory as its upper layer.
+  if [ "$(stat -f -c %T "$STORAGE")" = overlayfs ]; then DRIVER=vfs; else DRIVER=overlay; fi
+fi
+B=(buildah --root "$STORAGE/storage" --runroot "$STORAGE/run" --storage-driver "$DRIVER")
 cleanup() {
   "${B[@]}" rm --all >/dev/null 2>&1 || true
   # A debootstrap that failed half-way may leave /proc or /sys mounted in its target.

@@ -35,7 +35,7 @@ async function missingTools(): Promise<string[]> {
   return missing;
 }
 const missing = await missingTools();
-const skip = process.getuid?.() !== 0 ? 'needs root (debootstrap, buildah and podman with private vfs storage, FUSE mounts)'
+const skip = process.getuid?.() !== 0 ? 'needs root (debootstrap, buildah and podman with private storage, FUSE mounts)'
   : missing.length > 0 ? `needs ${missing.join(', ')} (scripts/install-deps.sh installs them)` : false;
 
 const show = (r: ExecResult): string => `exit ${String(r.code)}${r.signal ? ` (${r.signal})` : ''}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
