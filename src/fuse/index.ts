@@ -19,4 +19,4 @@ export type { MountInfo } from './mountinfo.js';
 export { probeMount } from './unmount.js';
 export type { MountHealth } from './unmount.js';
 export type { FuseObserver, StoreCall } from './observer.js';
-export { NO_OBSERVER, STORE_CALLS } from './observer.js';
+export { NO_OBSERVER } from './observer.js';

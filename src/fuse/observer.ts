@@ -26,8 +26,7 @@ export interface FuseObserver {
 }
 
 /** The kinds of call the FUSE server makes on the layer store. */
-export const STORE_CALLS = ['lookup', 'list', 'stat', 'readlink', 'getxattr', 'open', 'read', 'close', 'statfs'] as const;
-export type StoreCall = typeof STORE_CALLS[number];
+export type StoreCall = 'lookup' | 'list' | 'stat' | 'readlink' | 'getxattr' | 'open' | 'read' | 'close' | 'statfs';
 
 export const NO_OBSERVER: FuseObserver = {
   op: () => undefined,

@@ -111,6 +111,16 @@ function bump<K>(m: Map<K, number>, k: K): void {
   m.set(k, (m.get(k) ?? 0) + 1);
 }
 
+/** Counts by two keys: bump2(m, a, b) adds one to m[a][b]. */
+function bump2<K>(m: Map<string, Map<K, number>>, a: string, b: K): void {
+  let inner = m.get(a);
+  if (!inner) {
+    inner = new Map();
+    m.set(a, inner);
+  }
+  bump(inner, b);
+}
+
 function one(name: string, help: string, type: 'counter' | 'gauge', value: number): Family {
   return { name: `${PREFIX}${name}`, help, type, values: [{ value, labels: {} }], aggregator: 'sum' };
 }
@@ -138,31 +148,20 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
     op(name, seconds, errno) {
       tally(ops, name, REQUEST_BUCKETS, seconds);
       answered++;
-      if (errno === 0) return;
-      let e = errors.get(name);
-      if (!e) {
-        e = new Map();
-        errors.set(name, e);
-      }
-      e.set(errno, (e.get(errno) ?? 0) + 1);
+      if (errno !== 0) bump2(errors, name, errno);
     },
     bytesServed(n) {
       if (n > 0) bytes += n;
     },
     passthroughFallback(reason) {
       const r = /^[A-Za-z0-9_]{1,24}$/.test(reason) ? reason : 'other';
-      fallbacks.set(r, (fallbacks.get(r) ?? 0) + 1);
+      bump(fallbacks, r);
     },
     storeCall(call, seconds) {
       tally(storeCalls, call, STORE_BUCKETS, seconds);
     },
     storeError(call, errno) {
-      let e = storeErrors.get(call);
-      if (!e) {
-        e = new Map();
-        storeErrors.set(call, e);
-      }
-      bump(e, errnoLabel(errno));
+      bump2(storeErrors, call, errnoLabel(errno));
     },
     storeDeadline(call) {
       bump(storeDeadlines, call);
@@ -171,7 +170,6 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
       storeReopens++;
     },
   };
-
 
   function render(): Family[] {
     const c = mounter.counters();
