@@ -102,6 +102,11 @@ export class StoreAccess {
   private closed = false;
   /** Told when the root was found dead: whatever was opened below it is dead too. */
   onRootDied: (() => void) | undefined;
+  /**
+   * The layer holds no xattr and no opaque directory (its census said so, xattr-census.ts):
+   * lookups, stats and listings stop reading them, a listxattr per entry saved.
+   */
+  bare = false;
 
   constructor(rootFd: number, loc: LayerLocation, opts: StoreAccessOptions) {
     this.rootFd = rootFd;
@@ -133,7 +138,7 @@ export class StoreAccess {
 
   /** The entry `name` in directory `dir` (relative paths, '' for the root), or its AUFS whiteout. */
   lookup(dir: string, name: string, cb: StoreCallback): void {
-    this.start(NC.OP_LOOKUP, 'lookup', `lookup ${join(dir, name)}`, true, cb, { s0: bytes(dir), s1: bytes(name) });
+    this.start(NC.OP_LOOKUP, 'lookup', `lookup ${join(dir, name)}`, true, cb, { s0: bytes(dir), s1: bytes(name), d2: this.bareFlag });
   }
 
   /**
@@ -142,11 +147,16 @@ export class StoreAccess {
    */
   list(dir: string, prefetch: number, next: readonly string[], cb: StoreCallback): void {
     const s2 = next.length > 0 ? bytes(next.join('\n')) : undefined;
-    this.start(NC.OP_LIST, 'list', `list ${dir || '/'}`, true, cb, { s0: bytes(dir), i1: prefetch, ...(s2 ? { s2 } : {}) });
+    this.start(NC.OP_LIST, 'list', `list ${dir || '/'}`, true, cb, { s0: bytes(dir), i1: prefetch, d2: this.bareFlag, ...(s2 ? { s2 } : {}) });
+  }
+
+  /** The native calls' d2 for a lookup, stat or listing: 1 when the layer is bare. */
+  private get bareFlag(): number {
+    return this.bare ? 1 : 0;
   }
 
   stat(path: string, cb: StoreCallback): void {
-    this.start(NC.OP_STAT, 'stat', `stat ${path || '/'}`, true, cb, { s0: bytes(path) });
+    this.start(NC.OP_STAT, 'stat', `stat ${path || '/'}`, true, cb, { s0: bytes(path), d2: this.bareFlag });
   }
 
   readlink(path: string, cb: StoreCallback): void {

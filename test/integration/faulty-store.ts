@@ -30,6 +30,7 @@ faults = {}  # store path -> {op: errno}
 # thread of its own, so a held request blocks only its thread.
 stalls = {}
 delays = {}  # (store path, op) -> seconds
+calls = {}  # request kind -> how many were served
 
 def stall_of(path, op):
     ev = stalls.get((path, op))
@@ -80,6 +81,16 @@ class Store(Operations):
         return ['.', '..'] + os.listdir(full(path))
 
     @oserr
+    def listxattr(self, path):
+        calls['listxattr'] = calls.get('listxattr', 0) + 1
+        return os.listxattr(full(path), follow_symlinks=False)
+
+    @oserr
+    def getxattr(self, path, name, position=0):
+        calls['getxattr'] = calls.get('getxattr', 0) + 1
+        return os.getxattr(full(path), name, follow_symlinks=False)
+
+    @oserr
     def readlink(self, path):
         return os.readlink(full(path))
 
@@ -118,6 +129,9 @@ def commands():
         elif 'heal' in c:
             faults.pop(c['heal'], None)
             release(lambda p: p != c['heal'])
+        elif 'calls' in c:
+            sys.stdout.write('ok %d\n' % calls.get(c['calls'], 0)); sys.stdout.flush()
+            continue
         sys.stdout.write('ok\n'); sys.stdout.flush()
 
 threading.Thread(target=commands, daemon=True).start()
@@ -176,7 +190,14 @@ export class FaultyStore {
     return this.command({ heal: p });
   }
 
-  /** Whether its server still runs (a crashed or stopped store takes no command). */
+  /** How many listxattr or getxattr requests the store has served so far. */
+  async calls(kind: 'listxattr' | 'getxattr'): Promise<number> {
+    const line = await this.ask({ calls: kind });
+    const n = /^ok (\d+)$/.exec(line);
+    if (!n) throw new Error(`the faulty store answered ${line}`);
+    return Number(n[1]);
+  }
+
   /** How many descriptors the store's server holds for the file at store path p (its opens not yet released). */
   openCount(p: string): number {
     const want = this.backing + p;
@@ -192,6 +213,7 @@ export class FaultyStore {
     return n;
   }
 
+  /** Whether its server still runs (a crashed or stopped store takes no command). */
   get running(): boolean {
     return !this.exited;
   }
@@ -221,11 +243,15 @@ export class FaultyStore {
   }
 
   private async command(c: object): Promise<void> {
+    const line = await this.ask(c);
+    if (line !== 'ok') throw new Error(`the faulty store answered ${line}`);
+  }
+
+  private ask(c: object): Promise<string> {
     if (this.exited) throw new Error('the faulty store is not running');
     const reply = this.nextLine();
     this.child.stdin?.write(`${JSON.stringify(c)}\n`);
-    const line = await reply;
-    if (line !== 'ok') throw new Error(`the faulty store answered ${line}`);
+    return reply;
   }
 
   private kill(): Promise<void> {

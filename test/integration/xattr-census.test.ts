@@ -1,6 +1,8 @@
 // A layer with no xattr at all lets the kernel stop asking: overlayfs then sends no GETXATTR
 // for the lower directories of a new container. A layer with one xattr somewhere, or one
-// opaque directory, keeps answering them, so nothing is lost.
+// opaque directory, keeps answering them, so nothing is lost. Once a layer is known to hold
+// none, the server stops asking the store too (a listxattr per entry, each one a request to
+// cvmfs2 on a CernVM-FS store).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -9,6 +11,7 @@ import { FuseLayerMounter, NO_OBSERVER, type FuseObserver } from '../../src/fuse
 import { silentLogger } from '../../src/log.js';
 import { assertNothingMountedUnder, q, sh, shOk, tempRoot } from './fuse-kit.js';
 import { waitUntil } from '../helpers/wait.js';
+import { FaultyStore } from './faulty-store.js';
 
 let root = '';
 const ops = new Map<string, number>();
@@ -85,7 +88,48 @@ test('a layer with one opaque directory keeps serving trusted.overlay.opaque', a
   assert.match(await shOk(`getfattr -n trusted.overlay.opaque ${q(path.join(root, 'mnt/opaque/a/d'))}`), /trusted\.overlay\.opaque="y"/);
 });
 
+test('once a layer is known to hold no xattr, its listings stop asking the store for any', async () => {
+  const backing = path.join(root, 'store-backing');
+  for (const l of ['plain', 'xattr']) tree(path.join(backing, l));
+  await shOk(`setfattr -n user.deep -v 1 ${q(path.join(backing, 'xattr/a/b/c/f'))}`);
+  const storeMnt = path.join(root, 'store');
+  fs.mkdirSync(storeMnt);
+  const store = await FaultyStore.start(backing, storeMnt);
+  let lists = 0;
+  const m = new FuseLayerMounter({ log: silentLogger(), observer: { ...NO_OBSERVER, storeCall: (call) => { if (call === 'list') lists++; } } });
+  try {
+    /** Store listxattr requests and layer listings while the layer is mounted again and walked. */
+    const again = async (layer: string): Promise<{ listxattr: number; lists: number }> => {
+      const mnt = path.join(root, 'mnt', `again-${layer}`);
+      await m.mount(path.join(storeMnt, layer), mnt);
+      // The first mount learns the verdict; the unmount forgets everything listed.
+      await waitUntil(() => censusDone(m), { what: `the census of ${layer}`, timeoutMs: 20_000 });
+      await m.unmount(mnt);
+      await m.mount(path.join(storeMnt, layer), mnt);
+      // Opening the layer reads its root's xattrs, as any mount does; counted from here on.
+      const x0 = await store.calls('listxattr');
+      const l0 = lists;
+      try {
+        await shOk(`find ${q(mnt)} -exec stat -c %n {} + > /dev/null`);
+        await waitUntil(() => censusDone(m), { what: `the read-ahead of ${layer}`, timeoutMs: 20_000 });
+      } finally {
+        await m.unmount(mnt);
+      }
+      return { listxattr: (await store.calls('listxattr')) - x0, lists: lists - l0 };
+    };
+    const plain = await again('plain');
+    assert.ok(plain.lists > 0, 'the layer mounted again was listed from the store');
+    assert.equal(plain.listxattr, 0, 'and the store was asked for no xattr list');
+    const withXattr = await again('xattr');
+    assert.ok(withXattr.lists > 0);
+    assert.ok(withXattr.listxattr >= 9, `a layer with an xattr has the xattrs of each of its entries read (${withXattr.listxattr} lists)`);
+  } finally {
+    await m.close();
+    await store.stop();
+  }
+});
+
 /** The censuses run in the background on the pool; they are done when nothing is left for them. */
-function censusDone(): boolean {
-  return mounter.counters().waitingForStore === 0 && [...(mounter.table.served.values())].every((s) => s.census.finished);
+function censusDone(m = mounter): boolean {
+  return m.counters().waitingForStore === 0 && [...(m.table.served.values())].every((s) => s.census.finished);
 }
