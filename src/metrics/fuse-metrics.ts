@@ -198,6 +198,7 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
       one('metadata_cache_bytes', 'Bytes held by the metadata cache now (as estimated: keys, values and bookkeeping).', 'gauge', cache.bytes),
       one('metadata_cache_max_bytes', 'The bound of the metadata cache, in bytes (metadata-cache-bytes in the config).', 'gauge', cache.maxBytes),
       one('layers_passthrough', 'Layer filesystems mounted now whose file reads go straight to the store (FUSE passthrough).', 'gauge', c.passthrough),
+      one('layers_xattr_free', 'Layer filesystems mounted now that were found to hold no xattr and no opaque directory: neither the kernel nor the store is asked for xattrs.', 'gauge', c.xattrFree),
       labelled('fuse_passthrough_fallbacks_total', 'Reads that fell back from passthrough to being served: per mount (reason kernel or disabled) or per file (the errno the kernel refused it with).',
         'reason', fallbacks),
       one('fuse_requests_waiting_for_store', 'FUSE requests waiting for the layer store now.', 'gauge', c.waitingForStore),

@@ -42,7 +42,7 @@ test('mount and unmount are counted; mounting the same layer again is a no-op; a
     assert.equal(await m.unmount(mnt('one')), 'unmounted');
     assert.equal(await m.unmount(mnt('one')), 'not-mounted');
     assert.equal(m.isMounted(mnt('one')), false);
-    assert.deepEqual(m.counters(), { mounts: 1, unmounts: 1, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 0, passthrough: 0, waitingForStore: 0 });
+    assert.deepEqual(m.counters(), { mounts: 1, unmounts: 1, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 0, passthrough: 0, xattrFree: 0, waitingForStore: 0 });
     assert.deepEqual(await fuseUnder(root), []);
   } finally {
     await m.close();

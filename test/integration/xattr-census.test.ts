@@ -56,6 +56,7 @@ async function getxattrsOfAnOverlay(layer: string, n: number): Promise<number> {
 
 test('a layer without any xattr is found so, and a second container start sends no GETXATTR', async () => {
   await waitUntil(() => mounter.counters().active === 3 && censusDone(), { what: 'the censuses to finish', timeoutMs: 20_000 });
+  assert.equal(mounter.counters().xattrFree, 1, 'of the three layers, only the plain one is counted as holding no xattr');
   // The first GETXATTR is answered ENOSYS; the kernel asks that connection no more.
   await getxattrsOfAnOverlay('plain', 1);
   assert.equal(await getxattrsOfAnOverlay('plain', 2), 0);

@@ -37,7 +37,7 @@ async function fakeServer(socket: string, pid: number, answer: (r: Req) => Reply
   const reply = (c: net.Socket, r: Req, a: Reply): void => {
       const state = {
         pid, host: 'h', version: 'test', mountsVersion: 1, mountCount: 0, mounts: [],
-        counters: { active: 0, mounts: 0, unmounts: 0, lazyUnmounts: 0, passthrough: 0, waitingForStore: 0 },
+        counters: { active: 0, mounts: 0, unmounts: 0, lazyUnmounts: 0, passthrough: 0, xattrFree: 0, waitingForStore: 0 },
         cache: { size: 0, bytes: 0, maxBytes: 1, maxEntries: 0, hits: 0, misses: 0, evictions: 0 },
         ...('error' in a && a.handedOver ? { handedOver: true } : {}),
       };

@@ -48,7 +48,7 @@ test('throttle runs at most once per interval, shares a run under way, and keeps
 });
 
 test('the FUSE registry is collected at most once per second, and counts its collections', async () => {
-  const counters: MounterCounters = { mounts: 1, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 1, passthrough: 0, waitingForStore: 0 };
+  const counters: MounterCounters = { mounts: 1, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 1, passthrough: 0, xattrFree: 0, waitingForStore: 0 };
   const cache: CacheStats = { hits: 0, negativeHits: 0, misses: 0, evictions: 0, size: 0, bytes: 0, maxBytes: 1 << 20, maxEntries: 0 };
   const m = createFuseMetrics({ counters: () => counters, cacheStats: () => cache, pool: () => ({ threads: 1, stuck: 0 }) }, 200);
   const collectionsIn = (json: Awaited<ReturnType<typeof m.collect>>): number | undefined =>

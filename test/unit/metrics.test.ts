@@ -29,7 +29,7 @@ test('errnos are labelled by name, whatever their sign', () => {
 });
 
 test('the FUSE observer and the mounter counters show up in the FUSE registry', async () => {
-  const counters: MounterCounters = { mounts: 3, unmounts: 1, lazyUnmounts: 1, staleCleared: 0, failedUnmounts: 0, active: 1, passthrough: 1, waitingForStore: 0 };
+  const counters: MounterCounters = { mounts: 3, unmounts: 1, lazyUnmounts: 1, staleCleared: 0, failedUnmounts: 0, active: 1, passthrough: 1, xattrFree: 1, waitingForStore: 0 };
   const cache: CacheStats = { hits: 10, negativeHits: 2, misses: 4, evictions: 0, size: 14, bytes: 2000, maxBytes: 65536, maxEntries: 100 };
   const m = createFuseMetrics({ counters: () => counters, cacheStats: () => cache, pool: () => ({ threads: 2, stuck: 0 }) });
   m.observer.op('lookup', 0.00002, 0);
@@ -50,6 +50,8 @@ test('the FUSE observer and the mounter counters show up in the FUSE registry', 
   assert.equal(s.get('cvmfs_snapshotter_metadata_cache_hits_total'), 10);
   assert.equal(s.get('cvmfs_snapshotter_metadata_cache_misses_total'), 4);
   assert.equal(s.get('cvmfs_snapshotter_metadata_cache_entries'), 14);
+  assert.equal(s.get('cvmfs_snapshotter_layers_passthrough'), 1);
+  assert.equal(s.get('cvmfs_snapshotter_layers_xattr_free'), 1);
   // Mirrored counters follow the mounter's counts on every scrape, without adding up.
   counters.mounts = 5;
   counters.active = 0;
@@ -61,7 +63,7 @@ test('the FUSE observer and the mounter counters show up in the FUSE registry', 
 });
 
 test('calls on the layer store show up in the FUSE registry: their time by call, failures by errno, deadlines passed and roots reopened', async () => {
-  const counters: MounterCounters = { mounts: 0, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 0, passthrough: 0, waitingForStore: 0 };
+  const counters: MounterCounters = { mounts: 0, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 0, passthrough: 0, xattrFree: 0, waitingForStore: 0 };
   const cache: CacheStats = { hits: 0, negativeHits: 0, misses: 0, evictions: 0, size: 0, bytes: 0, maxBytes: 65536, maxEntries: 100 };
   const m = createFuseMetrics({ counters: () => counters, cacheStats: () => cache, pool: () => ({ threads: 2, stuck: 0 }) });
   let s = samples(await (await m.registry()).metrics());

@@ -15,6 +15,8 @@ export interface MounterCounters {
   active: number;
   /** Of those, the ones whose reads go straight to the store (FUSE passthrough). */
   passthrough: number;
+  /** Of those, the ones known to hold no xattr (xattr-census.ts): neither the kernel nor the store is asked for any. */
+  xattrFree: number;
   /** Requests waiting for the store now, over every layer. */
   waitingForStore: number;
 }
@@ -70,12 +72,14 @@ export class MountTable {
 
   counters(): MounterCounters {
     let passthrough = 0;
+    let xattrFree = 0;
     let waiting = 0;
     for (const s of this.served.values()) {
       if (s.bridge.passthrough) passthrough++;
+      if (s.bridge.xattrFree) xattrFree++;
       waiting += s.bridge.waiting;
     }
-    return { ...this.count, active: this.served.size, passthrough, waitingForStore: waiting };
+    return { ...this.count, active: this.served.size, passthrough, xattrFree, waitingForStore: waiting };
   }
 }
 

@@ -148,7 +148,7 @@ export class RemoteLayerMounter implements LayerMounts {
   }
 
   counters(): MounterCounters {
-    return this.last?.counters ?? { mounts: 0, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 0, passthrough: 0, waitingForStore: 0 };
+    return this.last?.counters ?? { mounts: 0, unmounts: 0, lazyUnmounts: 0, staleCleared: 0, failedUnmounts: 0, active: 0, passthrough: 0, xattrFree: 0, waitingForStore: 0 };
   }
 
   cacheStats(): CacheStats {
