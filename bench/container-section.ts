@@ -13,7 +13,7 @@ import type { Scope } from '../test/helpers/scope.js';
 import { lazyPull, overlayPull } from './cases.js';
 import { FuseTrace, fuseConnection, type RequestCounts } from './fuse-trace.js';
 import { IDLE_MEMORY_DEFAULTS } from '../src/fuse/server/idle-memory.js';
-import { rssMb } from './proc.js';
+import { rssMb, sharedAwareMb } from './proc.js';
 import { fmt } from './report.js';
 import type { Results } from './results.js';
 import { dropCaches, log, median, nowMs } from './stats.js';
@@ -118,6 +118,7 @@ export async function containers(scope: Scope, ctd: Containerd, daemon: Daemon, 
   }
   const fusePid = await daemon.fuseServerPid();
   const rss = fusePid === undefined ? undefined : await rssMb(fusePid);
+  const shared = fusePid === undefined ? undefined : await sharedAwareMb(fusePid);
   // And once the server has idled long enough to give memory back (src/fuse/server/idle-memory.ts),
   // as it stands on a node between container starts.
   const restMs = IDLE_MEMORY_DEFAULTS.idleMs + 2 * IDLE_MEMORY_DEFAULTS.tickMs + 1000;
@@ -131,6 +132,7 @@ export async function containers(scope: Scope, ctd: Containerd, daemon: Daemon, 
   r.container_second_ratio = m('lazy', 1) / m('overlayfs', 1);
   r.fuse_server_rss_mb = rss;
   r.fuse_server_rss_rest_mb = rssRest;
+  r.fuse_server_pss_mb = shared?.pssMb;
   const entries = runs.lazy[0]?.[0]?.entries;
   res.addRow(`find /usr in the first container, cold (ms; ${entries ?? '?'} entries; stargz ${STARGZ_FIND_USR.firstContainerS * 1000} ms for ${STARGZ_FIND_USR.entries})`,
     pick('overlayfs', 0, (x) => x.findMs), pick('lazy', 0, (x) => x.findMs), 'lazy / overlayfs', r.container_first_ratio);
@@ -141,6 +143,8 @@ export async function containers(scope: Scope, ctd: Containerd, daemon: Daemon, 
   res.rows.push(['FUSE requests, second container (median)', '', requestsText(runs.lazy.map((p) => p[1]?.requests)), 'requests', '']);
   res.rows.push(['FUSE server RSS after the container runs (MiB)', '', fmt(rss), 'MiB', '']);
   res.rows.push([`FUSE server RSS ${restMs / 1000} s later, idle (MiB)`, '', fmt(rssRest), 'MiB', '']);
+  res.rows.push(['Of the RSS after the runs: file pages, mostly the node binary shared with the daemon (MiB)', '', fmt(shared?.fileMb), 'MiB', '']);
+  res.rows.push(['FUSE server PSS after the runs: shared pages divided among their users (MiB)', '', fmt(shared?.pssMb), 'MiB', '']);
   if (runs.lazy.some((p) => p.some((x) => (x.requests?.lost ?? 0) > 0))) res.notes.push('The FUSE tracepoint buffer overflowed during a container run: its request counts are too low.');
-  res.raw.container = { stargz: STARGZ_FIND_USR, fuseServerRssMb: rss, fuseServerRssRestMb: rssRest, traceMissing, runs };
+  res.raw.container = { stargz: STARGZ_FIND_USR, fuseServerRssMb: rss, fuseServerRssRestMb: rssRest, fuseServerShared: shared, traceMissing, runs };
 }

@@ -7,6 +7,19 @@ export async function rssMb(pid: number): Promise<number> {
   return (await statusField(pid, 'VmRSS')) / 1024;
 }
 
+/**
+ * What of pid's resident memory is its own, in MiB: the node binary's pages it maps are shared
+ * with every other node process (on a node, the daemon), and counted in each one's RSS whole;
+ * PSS (/proc/PID/smaps_rollup) divides each shared page among those who map it. And the file
+ * pages alone (RssFile of /proc/PID/status): mostly the node binary.
+ */
+export async function sharedAwareMb(pid: number): Promise<{ pssMb: number; fileMb: number }> {
+  const rollup = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const pss = /^Pss:\s+(\d+) kB/m.exec(rollup);
+  if (pss === null) throw new Error(`no Pss in /proc/${pid}/smaps_rollup`);
+  return { pssMb: Number(pss[1]) / 1024, fileMb: (await statusField(pid, 'RssFile')) / 1024 };
+}
+
 /** The Threads line of /proc/PID/status. */
 export function threadCount(pid: number): Promise<number> {
   return statusField(pid, 'Threads');
