@@ -73,8 +73,11 @@ function track(s: StoreAccess, on: boolean): void {
   }
 }
 
-/** Opens a layer's root; resolves with the descriptor and the root's own entry. */
-export function openLayerRoot(loc: LayerLocation): Promise<{ fd: number; root: EntryInfo }> {
+/**
+ * Opens a layer's root; resolves with the descriptor and the root's own entry. bare: the layer
+ * is known to hold no xattr (StoreAccess.bare), so the root's are not read.
+ */
+export function openLayerRoot(loc: LayerLocation, bare = false): Promise<{ fd: number; root: EntryInfo }> {
   return new Promise((resolve, reject) => {
     const r = submitJob(NC.OP_OPENROOT, (res, out) => {
       if (res < 0 || !out) {
@@ -83,7 +86,7 @@ export function openLayerRoot(loc: LayerLocation): Promise<{ fd: number; root: E
         return;
       }
       resolve({ fd: res, root: entryOf(out, readRecord(out, 0)) });
-    }, 0, 0, 0, bytes(loc.trusted), bytes(loc.relative));
+    }, 0, 0, bare ? 1 : 0, bytes(loc.trusted), bytes(loc.relative));
     if (r < 0) reject(Object.assign(new Error(`opening layer directory: ${errnoName(r)}`), { code: errnoName(r) }));
   });
 }
@@ -312,7 +315,7 @@ export class StoreAccess {
     this.reopens++;
     this.observer.storeReopen();
     this.onRootDied?.();
-    openLayerRoot(this.loc).then(({ fd }) => {
+    openLayerRoot(this.loc, this.bare).then(({ fd }) => {
       if (this.closed) {
         this.closeRootFd(fd);
         return;

@@ -46,6 +46,46 @@ function release(): void {
 
 /** Results by layer directory, for a layer mounted again (a daemon restart, another snapshot). */
 const known = new Map<string, CensusResult>();
+const listeners = new Set<() => void>();
+
+function remember(layerDir: string, v: CensusResult): void {
+  if (known.get(layerDir) === v) return;
+  known.set(layerDir, v);
+  if (isLasting(v)) for (const l of listeners) l();
+}
+
+/**
+ * A verdict that holds whatever the census's budget: the layer (immutable) has an xattr or an
+ * opaque directory, or it has none. 'too-big' depends on layer-walk-entries, which may change.
+ */
+export type LastingVerdict = 'none' | 'some';
+
+export function isLasting(v: unknown): v is LastingVerdict {
+  return v === 'none' || v === 'some';
+}
+
+/** The lasting verdicts learnt so far, by layer directory, oldest first. */
+export function lastingVerdicts(): [string, LastingVerdict][] {
+  const out: [string, LastingVerdict][] = [];
+  for (const [dir, v] of known) if (isLasting(v)) out.push([dir, v]);
+  return out;
+}
+
+/** Verdicts an earlier process learnt (census-file.ts); what this one learnt itself stays. */
+export function adoptVerdicts(entries: Iterable<readonly [string, LastingVerdict]>): void {
+  for (const [dir, v] of entries) if (!known.has(dir)) known.set(dir, v);
+}
+
+/** Whether the layer directory is known, in this process, to hold no xattr and no opaque directory. */
+export function knownXattrFree(layerDir: string): boolean {
+  return known.get(layerDir) === 'none';
+}
+
+/** Calls cb whenever a lasting verdict is learnt; returns what stops it. */
+export function onLastingVerdict(cb: () => void): () => void {
+  listeners.add(cb);
+  return () => listeners.delete(cb);
+}
 
 export class XattrCensus {
   private stopped = false;
@@ -74,7 +114,7 @@ export class XattrCensus {
     const before = given ?? this.knownVerdict();
     // Nothing to learn, and nowhere to keep what a walk would read ahead.
     if (before && !this.lister.keeping()) {
-      known.set(this.layerDir, before);
+      remember(this.layerDir, before);
       return (this.result = before);
     }
     await acquire();
@@ -82,8 +122,8 @@ export class XattrCensus {
       const started = performance.now();
       const walked = await this.walk(before);
       const r = before ?? walked;
-      if (before) known.set(this.layerDir, before);
-      else if (walked !== 'stopped' && walked !== 'failed') known.set(this.layerDir, walked);
+      if (before) remember(this.layerDir, before);
+      else if (walked !== 'stopped' && walked !== 'failed') remember(this.layerDir, walked);
       this.log.debug({ census: walked, known: before, seconds: ((performance.now() - started) / 1000).toFixed(2) }, 'xattr census of the layer');
       return (this.result = r);
     } finally {

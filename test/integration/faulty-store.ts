@@ -3,7 +3,8 @@
 // server leaves a dead mount (ENOTCONN for everyone), as a crashed cvmfs2 does; a command makes
 // one path fail with a chosen errno at lookup, open or read, answer late, or not answer at all
 // until healed (a stalled cvmfs2 waiting for its proxy); and the store can be unmounted and
-// started again at the same place.
+// started again at the same place. It counts the listings and xattr requests it serves, each
+// one a request to cvmfs2 in production.
 // The server is Debian's python3-fusepy (libfuse 2), not the project's FUSE code: it stands in
 // for the world around the layer server. Nothing of it is cached by the kernel (timeouts 0,
 // direct_io), so a fault shows at the next request.
@@ -78,6 +79,7 @@ class Store(Operations):
 
     @oserr
     def readdir(self, path, fh):
+        calls['readdir'] = calls.get('readdir', 0) + 1
         return ['.', '..'] + os.listdir(full(path))
 
     @oserr
@@ -190,8 +192,8 @@ export class FaultyStore {
     return this.command({ heal: p });
   }
 
-  /** How many listxattr or getxattr requests the store has served so far. */
-  async calls(kind: 'listxattr' | 'getxattr'): Promise<number> {
+  /** How many requests of a kind the store has served so far. */
+  async calls(kind: 'listxattr' | 'getxattr' | 'readdir'): Promise<number> {
     const line = await this.ask({ calls: kind });
     const n = /^ok (\d+)$/.exec(line);
     if (!n) throw new Error(`the faulty store answered ${line}`);

@@ -106,10 +106,9 @@ test('once a layer is known to hold no xattr, its listings stop asking the store
       // The first mount learns the verdict; the unmount forgets everything listed.
       await waitUntil(() => censusDone(m), { what: `the census of ${layer}`, timeoutMs: 20_000 });
       await m.unmount(mnt);
-      await m.mount(path.join(storeMnt, layer), mnt);
-      // Opening the layer reads its root's xattrs, as any mount does; counted from here on.
       const x0 = await store.calls('listxattr');
       const l0 = lists;
+      await m.mount(path.join(storeMnt, layer), mnt);
       try {
         await shOk(`find ${q(mnt)} -exec stat -c %n {} + > /dev/null`);
         await waitUntil(() => censusDone(m), { what: `the read-ahead of ${layer}`, timeoutMs: 20_000 });

@@ -14,6 +14,7 @@ import { E, errnoName } from '../kernel/errno.js';
 import type { NodeTableState } from '../node-table.js';
 import type { PassthroughState } from '../open-files.js';
 import { openLayerRoot, type LayerLocation } from '../store-access.js';
+import { knownXattrFree } from '../xattr-census.js';
 import { layerDirOf, serveLayer, startCensus, type ServeContext, type Served } from './served.js';
 import { withDeadline, type MountTable } from './table.js';
 
@@ -128,7 +129,7 @@ export async function adoptMount(host: HandoverHost, m: HandedMount, log?: Logge
   const location = m.location ?? host.locate(m.layerDir);
   const l = (log ?? host.log).child({ mountpoint: m.mountpoint, layer: layerDirOf(location) });
   // The store may be away right now: the layer is served all the same, and its root opened at first use.
-  const root = await openLayerRoot(location).catch((err: unknown) => {
+  const root = await openLayerRoot(location, m.xattrFree === true || knownXattrFree(layerDirOf(location))).catch((err: unknown) => {
     l.error({ err }, 'handover: the layer directory cannot be opened now; it will be tried again at the first request');
     return undefined;
   });

@@ -15,6 +15,7 @@ import type { FileBudget } from '../open-files.js';
 import { PagedListings } from '../paged-listings.js';
 import { setReadAheadKb } from '../readahead.js';
 import { openLayerRoot, type LayerLocation } from '../store-access.js';
+import { knownXattrFree } from '../xattr-census.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_TUNING, LAYER_FS_NAME, LAYER_FS_SUBTYPE, type LayerFsTuning } from '../tuning.js';
 import { abortConnection, kernelUnmount, probeMount, type MountHealth, type UnmountOutcome } from '../unmount.js';
 import { HIDDEN_XATTRS } from '../xattr-filter.js';
@@ -336,7 +337,7 @@ export class FuseLayerMounter implements LayerMounter, ReconcileHost, HandoverHo
 
     let root: Awaited<ReturnType<typeof openLayerRoot>>;
     try {
-      root = await openLayerRoot(loc);
+      root = await openLayerRoot(loc, knownXattrFree(layerDir));
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') throw new NotFound(`layer directory ${layerDir} is not there: ${errorText(err)}`);

@@ -23,6 +23,7 @@ import {
   type Answer, type Checked, type Envelope, type Method, type OnDisk, type Result, type ServerScope, type ServerState,
 } from './wire.js';
 import { checkHandoverState, type HandoverState } from './handover-state.js';
+import { CensusFile } from './census-file.js';
 import { IdleMemory } from './idle-memory.js';
 import { PeerGiver, PeerTaker, checkPeerSocket, type PeerIdentity } from './peer-handover.js';
 import { listenControlSocket } from './socket.js';
@@ -80,6 +81,8 @@ export class FuseServer {
   private handing: Promise<void> | undefined;
   private idle: NodeJS.Timeout | undefined;
   private readonly memory: IdleMemory;
+  /** The layers' xattr verdicts, kept in the daemon's root across servers (once the root is known). */
+  private census: CensusFile | undefined;
   /** Resolves with the exit code when the server is done. */
   readonly done: Promise<number>;
   private finish: (code: number) => void = () => undefined;
@@ -87,7 +90,14 @@ export class FuseServer {
   constructor(o: FuseServerOptions) {
     this.o = o;
     this.log = o.log;
-    this.done = new Promise<number>((resolve) => { this.finish = resolve; });
+    this.done = new Promise<number>((resolve) => {
+      // What the census learnt is written before the process may exit.
+      this.finish = (code) => {
+        const census = this.census;
+        if (census) void census.close().then(() => resolve(code));
+        else resolve(code);
+      };
+    });
     let mounter: FuseLayerMounter | undefined;
     this.metrics = createFuseMetrics({
       counters: () => (mounter as FuseLayerMounter).counters(),
@@ -100,6 +110,7 @@ export class FuseServer {
     });
     this.mounter = mounter;
     this.scope = o.scope;
+    if (o.scope) this.keepCensus(o.scope);
     this.memory = new IdleMemory({
       answered: () => this.metrics.answered(),
       busy: () => poolStats().inflight > 0,
@@ -111,13 +122,23 @@ export class FuseServer {
 
   async adopt(state: HandoverState): Promise<void> {
     if (state.scope && !this.scope) this.setScope(state.scope);
+    // The predecessor wrote what it learnt before it handed over (read again: this process may
+    // have read the file before that).
+    this.census?.load();
     for (const m of state.mounts) await this.mounter.adopt(m);
   }
 
   private setScope(scope: ServerScope): void {
     this.scope = scope;
     this.mounter.setStore(scope.store);
+    this.keepCensus(scope);
     this.log.info({ root: scope.root, store: scope.store }, 'FUSE server scope: mountpoints below the root, layers of the store');
+  }
+
+  private keepCensus(scope: ServerScope): void {
+    if (this.census) return;
+    this.census = CensusFile.inRoot(scope.root, scope.store, this.log);
+    this.census.load();
   }
 
   async listen(): Promise<void> {
@@ -144,6 +165,7 @@ export class FuseServer {
     // Committed: the old server stopped listening, and it takes the mounts back only if this
     // process goes away before it says it serves. A failure from here on is an exit.
     if (got.state.scope && !this.scope) this.setScope(got.state.scope);
+    this.census?.load();
     for (const m of got.state.mounts) {
       await this.mounter.adopt(m).catch((err: unknown) => {
         this.log.error({ err, mountpoint: m.mountpoint }, 'could not serve a mount handed over; its connection is closed (the mount is dead until reconciled)');
@@ -347,6 +369,8 @@ export class FuseServer {
     const handed = await this.mounter.drainForHandover();
     this.log.info({ mounts: handed.length, to: socket }, 'handing every layer mount to a new FUSE server in another process');
     const giver = new PeerGiver(this.log);
+    // The next server reads what this one learnt of the layers.
+    await this.census?.flush();
     let committed = false;
     let servedBy: PeerIdentity | undefined;
     try {
@@ -396,6 +420,7 @@ export class FuseServer {
     // The successor's fd 3 carries its ready line; the /dev/fuse descriptors follow from fd 4.
     const state: HandoverState = { mounts: handed.map((m, i) => ({ ...m, fd: FIRST_FUSE_FD + i })), ...(this.scope ? { scope: this.scope } : {}) };
     const [cmd, ...pre] = this.o.successorCommand;
+    await this.census?.flush();
     this.log.info({ mounts: handed.length }, 'handing every layer mount to a new FUSE server process');
     const child = spawnSuccessor(cmd as string, [...pre, 'fuse-server', '--socket', this.o.socket, '--takeover', ...this.o.successorArgs], fds, process.env);
     try {

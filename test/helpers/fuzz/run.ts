@@ -9,6 +9,7 @@ import { CaseGenerator, SnapshotModel, show, type FuzzCase, type How, type Store
 import { REMOTE_LABEL, TARGET_REF_LABEL } from './hostile.js';
 import { decodeResponse, METHODS, RawSnapshotsClient, type Answer, type Method } from './raw-client.js';
 import { Rng } from '../rng.js';
+import { CENSUS_FILE_NAME } from '../../../src/fuse/server/census-file.js';
 
 export interface FuzzRunOptions {
   socket: string;
@@ -183,13 +184,14 @@ export function auditSnapshots(infos: readonly WireInfo[], store: StoreDigests):
 }
 
 /**
- * The daemon's root holds its database and one numbered directory per snapshot, nothing else
- * (call Cleanup first: directories of failed calls are removed there).
+ * The daemon's root holds its database, one numbered directory per snapshot and the FUSE
+ * server's census of the layers' xattrs, nothing else (call Cleanup first: directories of
+ * failed calls are removed there).
  */
 export function auditRoot(root: string, snapshots: number): string[] {
   const problems: string[] = [];
   for (const n of readdirSync(root)) {
-    if (!['metadata.db', 'metadata.db-wal', 'metadata.db-shm', 'snapshots'].includes(n)) problems.push(`unexpected ${join(root, n)}`);
+    if (!['metadata.db', 'metadata.db-wal', 'metadata.db-shm', 'snapshots', CENSUS_FILE_NAME].includes(n)) problems.push(`unexpected ${join(root, n)}`);
   }
   const dirs = readdirSync(join(root, 'snapshots'));
   for (const d of dirs) if (!/^[1-9][0-9]*$/.test(d)) problems.push(`unexpected ${join(root, 'snapshots', d)}`);
