@@ -10,8 +10,9 @@
 // The walk is also the layer's metadata read ahead: its listings are the layer's own
 // (LayerFs.walkListing), kept in the cache while the cache has room, so the first container's
 // walk of a directory tree finds it listed. A layer mounted again (another snapshot, a restart
-// of the daemon) takes the verdict an earlier mount learnt at once, and is walked only to read
-// it ahead, as long as there is room.
+// of the daemon, and through server/census-file.ts a later FUSE server) takes the verdict an
+// earlier mount learnt at once, and is walked only to read it ahead, as long as there is room.
+// A layer known to have none is not asked for xattrs by the server either (StoreAccess.bare).
 import type { Logger } from '../log.js';
 import { isDirAttr, type ListedDir } from './records.js';
 import { join } from './store-access.js';
