@@ -26,6 +26,9 @@ Options:
   --containerd SOCK  containerd's socket (default ${DEFAULT_CONTAINERD_SOCKET})
   --verbose, -v      afterwards, list which layers containerd downloaded and which stayed lazy
   --force            pull even if containerd's CRI is not set up for ${SNAPSHOTTER}
+
+While containerd cannot reach the ${SNAPSHOTTER} daemon (just started: containerd's connection
+to its socket backs off for up to 3 s), the pull is tried again for up to 10 s.
   -h, --help         this text
 `;
 
@@ -83,7 +86,11 @@ export async function pullCommand(args: string[]): Promise<number> {
 
     let imageRef: string;
     try {
-      imageRef = await cri.pullImage(image);
+      imageRef = await pullWhileReachable(() => cri.pullImage(image), {
+        onRetry: (retry) => {
+          if (retry === 1) process.stderr.write(`containerd cannot reach the ${SNAPSHOTTER} daemon yet; trying again for up to ${SNAPSHOTTER_WAIT_MS / 1000} s (its connection to a daemon that just started may still be backing off)\n`);
+        },
+      });
     } catch (err) {
       return fail(pullFailure(err, image));
     }
@@ -167,13 +174,50 @@ export function checkCriConfig(config: unknown): Setup {
   return { ok: false, problem: `containerd's CRI is not configured for ${SNAPSHOTTER}: ${problems.join('; ')}` };
 }
 
+/**
+ * Whether containerd failed the pull because it could not reach the snapshotter: containerd
+ * reaches it through its proxy plugin, and while the daemon is down every Prepare fails with the
+ * dial error of its socket.
+ */
+export function snapshotterUnreachable(err: unknown): boolean {
+  if (!isServiceError(err)) return false;
+  const d = err.details;
+  return /snapshot/i.test(d) && /(connection refused|no such file|connection error|Unavailable)/i.test(d);
+}
+
+/** How long a pull is tried again while containerd cannot reach the snapshotter. */
+export const SNAPSHOTTER_WAIT_MS = 10_000;
+const SNAPSHOTTER_RETRY_MS = 500;
+
+/**
+ * Runs pull, and runs it again while it fails because containerd cannot reach the snapshotter,
+ * for up to waitMs. containerd's connection to the daemon's socket backs off between attempts
+ * (up to 3 s in 1.6/1.7) and fails every call meanwhile with the last attempt's error, so a pull
+ * made just after the daemon came up (a node's first pod, the daemon restarted) can fail with
+ * the daemon ready. Anything else fails at once.
+ */
+export async function pullWhileReachable<T>(pull: () => Promise<T>, o: {
+  waitMs?: number; retryMs?: number; onRetry?: (retry: number) => void; now?: () => number; sleep?: (ms: number) => Promise<void>;
+} = {}): Promise<T> {
+  const now = o.now ?? (() => performance.now());
+  const sleep = o.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  const started = now();
+  for (let retry = 1; ; retry++) {
+    try {
+      return await pull();
+    } catch (err) {
+      if (!snapshotterUnreachable(err) || now() - started >= (o.waitMs ?? SNAPSHOTTER_WAIT_MS)) throw err;
+      o.onRetry?.(retry);
+      await sleep(o.retryMs ?? SNAPSHOTTER_RETRY_MS);
+    }
+  }
+}
+
 function pullFailure(err: unknown, image: string): string {
   if (!isServiceError(err)) return `pulling ${image} failed: ${String(err)}`;
   const d = err.details;
-  // containerd reaches the snapshotter through its proxy plugin; when the daemon is down every
-  // Prepare fails with the dial error of that socket.
-  if (/snapshot/i.test(d) && /(connection refused|no such file|connection error|Unavailable)/i.test(d)) {
-    return `containerd could not reach the ${SNAPSHOTTER} daemon while pulling ${image}: ${d}\nIs the daemon running, and does [proxy_plugins.${SNAPSHOTTER}] address name its socket?`;
+  if (snapshotterUnreachable(err)) {
+    return `containerd could not reach the ${SNAPSHOTTER} daemon while pulling ${image} (tried for ${SNAPSHOTTER_WAIT_MS / 1000} s): ${d}\nIs the daemon running, and does [proxy_plugins.${SNAPSHOTTER}] address name its socket?`;
   }
   if (/snapshotter .*not (found|loaded)|failed to find snapshotter/i.test(d)) {
     return `pulling ${image} failed: ${d}\n\n${criSettingsText()}`;

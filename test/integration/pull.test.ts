@@ -1,6 +1,7 @@
 // `pull` against a real containerd 1.6: what it says when containerd is missing, refuses
 // connections, has no CRI, or has a CRI set up for another snapshotter or pointing at a daemon
-// that is not running; and that a forced pull reports the time and which layers were fetched.
+// that is not running (tried again for a while first); and that a forced pull reports the time
+// and which layers were fetched.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execOk, type ExecResult } from '../../src/sys/exec.js';
@@ -84,7 +85,8 @@ test('containerd without CRI, with CRI for another snapshotter, and with the dae
   const down = await startContainerd(scope, { name: 'ctd-down', criEnabled: true, snapshotterSocket: scope.path('no-daemon.sock'), registries: [registry] });
   const d = await runPull(['--containerd', down.socket, image.ref]);
   assert.equal(d.code, 1);
-  assert.match(d.stderr, /containerd could not reach the cvmfs-snapshotter daemon while pulling/);
+  assert.match(d.stderr, /containerd cannot reach the cvmfs-snapshotter daemon yet; trying again for up to 10 s/);
+  assert.match(d.stderr, /containerd could not reach the cvmfs-snapshotter daemon while pulling .* \(tried for 10 s\)/);
   assert.match(d.stderr, /Is the daemon running, and does \[proxy_plugins\.cvmfs-snapshotter\] address name its socket\?/);
   await down.stop();
 });
