@@ -26,10 +26,10 @@ Options:
   --containerd SOCK  containerd's socket (default ${DEFAULT_CONTAINERD_SOCKET})
   --verbose, -v      afterwards, list which layers containerd downloaded and which stayed lazy
   --force            pull even if containerd's CRI is not set up for ${SNAPSHOTTER}
+  -h, --help         this text
 
 While containerd cannot reach the ${SNAPSHOTTER} daemon (just started: containerd's connection
 to its socket backs off for up to 3 s), the pull is tried again for up to 10 s.
-  -h, --help         this text
 `;
 
 export function criSettingsText(): string {

@@ -64,9 +64,12 @@ export class Bridge implements FuseHandler {
   passthrough: boolean;
   /**
    * The layer has no xattr at all and no opaque directory (xattr-census.ts): GETXATTR answers
-   * ENOSYS, and the kernel stops asking this connection; LISTXATTR answers the empty list.
+   * ENOSYS, and the kernel stops asking this connection; LISTXATTR answers the empty list. One
+   * flag with the store's (StoreAccess.bare), which then stops reading them too.
    */
-  xattrFree = false;
+  get xattrFree(): boolean {
+    return this.fs.access.bare;
+  }
   private fallbackLogged = false;
 
   constructor(o: BridgeOptions) {

@@ -131,8 +131,8 @@ function labelled(name: string, help: string, label: string, counts: ReadonlyMap
 
 export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRICS_INTERVAL_MS): FuseMetrics {
   const ops = new Map<string, OpTally>();
-  /** Errors by operation, then by errno. */
-  const errors = new Map<string, Map<number, number>>();
+  /** Errors by operation, then by errno name. */
+  const errors = new Map<string, Map<string, number>>();
   const fallbacks = new Map<string, number>();
   const storeCalls = new Map<string, OpTally>();
   /** Store calls that failed, by call, then by errno name. */
@@ -148,7 +148,7 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
     op(name, seconds, errno) {
       tally(ops, name, REQUEST_BUCKETS, seconds);
       answered++;
-      if (errno !== 0) bump2(errors, name, errno);
+      if (errno !== 0) bump2(errors, name, errnoLabel(errno));
     },
     bytesServed(n) {
       if (n > 0) bytes += n;
@@ -175,16 +175,10 @@ export function createFuseMetrics(mounter: MounterStats, intervalMs = FUSE_METRI
     const c = mounter.counters();
     const cache = mounter.cacheStats();
     const pool = mounter.pool();
-    const errorSamples: Sample[] = [];
-    for (const [op, byErrno] of errors) for (const [errno, value] of byErrno) errorSamples.push({ value, labels: { op, errno: errnoLabel(errno) } });
     return [
       one('fuse_metrics_collections_total', `Collections of the FUSE server's metrics; at most one per ${intervalMs / 1000} s, however often they are scraped.`, 'counter', collections),
       histogram('fuse_request_duration_seconds', 'Time to answer a FUSE request, by operation; its _count is the number of requests answered.', 'op', REQUEST_BUCKETS, ops),
-      {
-        name: `${PREFIX}fuse_request_errors_total`,
-        help: 'FUSE requests answered with an error, by operation and errno name (ENOENT for a missing name is normal).',
-        type: 'counter', values: errorSamples, aggregator: 'sum',
-      },
+      byTwo('fuse_request_errors_total', 'FUSE requests answered with an error, by operation and errno name (ENOENT for a missing name is normal).', 'op', 'errno', errors),
       one('fuse_read_bytes_total', 'File bytes handed to the kernel by FUSE READ requests.', 'counter', bytes),
       one('layers_mounted', 'Layer filesystems mounted and served now.', 'gauge', c.active),
       one('layer_mounts_total', 'Layer filesystems mounted since the start.', 'counter', c.mounts),

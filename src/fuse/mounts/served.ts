@@ -71,18 +71,10 @@ export function serveLayer(ctx: ServeContext, a: ServeArgs): Served {
   const channel = new FuseChannel(a.devFd, bridge, { log: a.log, observer: ctx.observer });
   const census = new XattrCensus({ list: (dir, cb) => fs.walkListing(dir, cb), keeping: () => fs.walkKeeping() },
     layerDirOf(a.location), ctx.tuning.censusEntries, a.log);
-  const served = { mountpoint: a.mountpoint, location: a.location, devFd: a.devFd, channel, bridge, store, log: a.log, census };
-  if (a.xattrFree) markXattrFree(served);
-  return served;
-}
-
-/**
- * The layer has no xattr and no opaque directory: the kernel is told to stop asking for them,
- * and the store is no longer asked for them either.
- */
-function markXattrFree(s: Served): void {
-  s.bridge.xattrFree = true;
-  s.store.bare = true;
+  // Known free of xattrs: the kernel is told to stop asking for them (Bridge.xattrFree), and the
+  // store is not asked for them either.
+  if (a.xattrFree) store.bare = true;
+  return { mountpoint: a.mountpoint, location: a.location, devFd: a.devFd, channel, bridge, store, log: a.log, census };
 }
 
 /**
@@ -99,11 +91,11 @@ export function startCensus(s: Served, tuning: LayerFsTuning): void {
   if (tuning.censusEntries <= 0) return;
   // A predecessor (a handover) may have told us already.
   const given = s.bridge.xattrFree ? 'none' : undefined;
-  if (s.census.knownVerdict() === 'none') markXattrFree(s);
+  if (s.census.knownVerdict() === 'none') s.store.bare = true;
   const t = setTimeout(() => {
     void s.census.run(given).then((r) => {
       if (r === 'none' && !s.bridge.xattrFree) {
-        markXattrFree(s);
+        s.store.bare = true;
         s.log.debug('the layer has no xattr: the kernel is told to stop asking for them');
       }
     }, (err: unknown) => s.log.warn({ err }, 'the xattr census failed'));
