@@ -258,6 +258,7 @@ static int is_hidden_xattr(const char *n) {
 #define FLAG_XATTR_ERROR 4
 #define FLAG_WHITEOUT 8
 #define FLAG_NOT_OPAQUE 16  // a directory known to hold no opaque marker
+#define FLAG_NAME_ONLY 32   // listed by name: only the type and inode number, from getdents, no stat
 
 typedef struct {
   char list[XATTR_LIST_MAX];
@@ -358,6 +359,28 @@ static void put_record(obuf_t *b, int dirfd, const char *name, const char *shown
   put_u32(h + 12, xlen);
 }
 
+// A record made from the directory entry alone (a listing by name): err 0, no xattrs, and of
+// the attributes only the inode number and the file type. The caller stats the names it needs.
+static void put_name_record(obuf_t *b, const char *name, uint64_t ino, unsigned char type) {
+  size_t start = b->len;
+  size_t nl = strlen(name);
+  uint8_t *h = ob_reserve(b, REC_HEAD + ATTR_SIZE + nl);
+  if (!h) return;
+  memset(h, 0, REC_HEAD + ATTR_SIZE);
+  memcpy(h + REC_HEAD + ATTR_SIZE, name, nl);
+  put_u64(h + REC_HEAD, ino);
+  put_u32(h + REC_HEAD + 60, (uint32_t)DTTOIF(type));
+  put_u32(h + REC_HEAD + 64, 1);
+  size_t pad = (8 - (b->len - start) % 8) % 8;
+  uint8_t *z = ob_reserve(b, pad);
+  if (z) memset(z, 0, pad);
+  if (b->oom) return;
+  h = b->p + start;
+  put_u32(h, (uint32_t)(b->len - start));
+  put_u16(h + 8, (uint16_t)nl);
+  h[10] = FLAG_NAME_ONLY;
+}
+
 // Names collected while listing (subdirectories to prefetch), relative to the requested directory.
 typedef struct {
   char **v;
@@ -389,8 +412,10 @@ static void names_add(names_t *l, const char *prefix, const char *name) {
 //   u32 count | u16 relLen | u16 0 | u32 0 | rel (padded to 8) | the directory's record | count records
 // rel names the directory by its path in the layer ("" for the root). Its subdirectories
 // are added to subs (for prefetching) and its entries to *listed. A directory with more than
-// limit entries is not listed (-E2BIG): the caller drops what was written.
-static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *rel, int bare, scratch_t *t, names_t *subs, size_t *listed, size_t limit) {
+// limit entries is not listed (-E2BIG): the caller drops what was written. names_only: entries
+// are recorded from getdents alone (put_name_record), unless it gives no type; the directory's
+// own record has no xattrs, and no subdirectory is collected.
+static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *rel, int bare, int names_only, scratch_t *t, names_t *subs, size_t *listed, size_t limit) {
   int dfd = open_beneath(rootfd, path, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
   if (dfd < 0) return enoent_or_stale(rootfd, dfd);
   size_t start = b->len;
@@ -403,7 +428,7 @@ static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *r
   }
   memset(h, 0, 16 + padded);
   memcpy(h + 16, rel, rl);
-  put_record(b, dfd, "", "", 1, 1, bare, t);
+  put_record(b, dfd, "", "", !names_only, !names_only, bare, t);
   uint32_t count = 0;
   int64_t res = 0;
   for (;;) {
@@ -426,9 +451,14 @@ static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *r
       // a subdirectory is opaque is learnt when it is listed or asked for, not here: a
       // lookup inside every subdirectory would read each of them from disk ahead of time.
       size_t rec = b->len;
-      put_record(b, dfd, nm, nm, strncmp(nm, ".wh.", 4) != 0, 0, bare, t);
+      if (names_only && d->d_type != DT_UNKNOWN) {
+        put_name_record(b, nm, d->d_ino, d->d_type);
+        count++;
+        continue;
+      }
+      put_record(b, dfd, nm, nm, !names_only && strncmp(nm, ".wh.", 4) != 0, 0, bare, t);
       count++;
-      if (!b->oom && strncmp(nm, ".wh.", 4) != 0) {
+      if (!names_only && !b->oom && strncmp(nm, ".wh.", 4) != 0) {
         int32_t err;
         uint32_t mode;
         memcpy(&err, b->p + rec + 4, 4);
@@ -562,19 +592,21 @@ static void run_job(job_t *j) {
       j->res = b.oom ? -ENOMEM : 0;
       break;
     }
-    case OP_LIST: {  // i0 rootfd, s0 dir path, i1 prefetch budget (entries), s2 more directories ('\n'-separated), d2 1: the layer is bare
+    case OP_LIST: {  // i0 rootfd, s0 dir path, i1 prefetch budget (entries), s2 more directories ('\n'-separated),
+                     // d2 bits: 1 the layer is bare, 2 by name only (no prefetch then)
+      int bare = ((int64_t)j->d2 & 1) != 0, names_only = ((int64_t)j->d2 & 2) != 0;
       uint8_t *head = ob_reserve(&b, 8);
       if (head) memset(head, 0, 8);
       names_t subs = {0};
       size_t own = 0;
       const char *dir = j->s0 ? j->s0 : "";
-      int64_t res = list_block(&b, (int)j->i0, dir, dir, j->d2 == 1, t, &subs, &own, SIZE_MAX);
+      int64_t res = list_block(&b, (int)j->i0, dir, dir, bare, names_only, t, &subs, &own, SIZE_MAX);
       uint32_t blocks = res == 0 ? 1 : 0;
       // Prefetch: a program that lists a directory nearly always lists its subdirectories next,
       // and then the directory's next siblings (find, du, a container start walking /usr); the
       // caller names those siblings. Answering them from memory saves a round trip to the pool
       // each. Breadth first, up to a budget of entries; failures are left for the real request.
-      if (j->s2) {
+      if (j->s2 && !names_only) {
         for (char *p = j->s2, *nl; *p; p = nl + 1) {
           nl = strchr(p, '\n');
           if (nl) *nl = 0;
@@ -582,7 +614,7 @@ static void run_job(job_t *j) {
           if (!nl) break;
         }
       }
-      size_t budget = j->i1 > 0 ? (size_t)j->i1 : 0;
+      size_t budget = j->i1 > 0 && !names_only ? (size_t)j->i1 : 0;
       size_t listed = 0;
       size_t frontier_from = 0;
       for (size_t q = 0; res == 0 && q < subs.n && listed < budget && blocks < 256 && !b.oom; q++, frontier_from = q) {
@@ -590,7 +622,7 @@ static void run_job(job_t *j) {
         size_t mark = b.len, subs_mark = subs.n;
         // Only a directory that fits in what is left of the budget: one big directory (a
         // 100,000-entry one) would otherwise be listed, statx by statx, for a lookup next to it.
-        if (list_block(&b, (int)j->i0, rel, rel, j->d2 == 1, t, &subs, &listed, budget - listed) == 0) {
+        if (list_block(&b, (int)j->i0, rel, rel, bare, 0, t, &subs, &listed, budget - listed) == 0) {
           blocks++;
         } else {
           b.len = mark;

@@ -28,8 +28,9 @@ export type LayerCache = MetadataCache<LayerMeta>;
 
 export interface LayerFsTuning {
   /**
-   * A cold lookup in a directory no bigger than this (st_size, bytes) lists the whole directory
-   * instead: the next lookups there (a program searching its path) are then answered at once.
+   * A cold lookup in a directory no bigger than this (st_size, bytes) reads the directory's
+   * names: the next lookups of names it lacks (a program searching its path) are then answered
+   * at once.
    */
   listDirBytes: number;
   /** Entries of subdirectories listed along with a directory (0: none). */
@@ -138,10 +139,8 @@ export class LayerFs {
     const ek = this.key('e', path);
     const cached = this.cache.get(ek);
     if (cached) return cb(0, cached.kind === 'value' ? cached.value as EntryInfo : null);
-    const dk = this.key('d', dir);
-    const size = dirInfo ? dirInfo.buf.readUInt32LE(dirInfo.at + Attr.SIZE) + dirInfo.buf.readUInt32LE(dirInfo.at + Attr.SIZE + 4) * 0x1_0000_0000 : Infinity;
-    // A listing on its way answers this too; a small directory is listed whole.
-    if (this.waiting.has(dk) || size <= this.t.listDirBytes) {
+    // A listing on its way answers this too.
+    if (this.waiting.has(this.key('d', dir))) {
       this.listing(dir, (errno, l) => {
         if (errno !== 0) return cb(errno, null);
         if (l) return this.fromListing(l, dir, name, cb);
@@ -149,7 +148,40 @@ export class LayerFs {
       });
       return;
     }
+    const size = dirInfo ? dirInfo.buf.readUInt32LE(dirInfo.at + Attr.SIZE) + dirInfo.buf.readUInt32LE(dirInfo.at + Attr.SIZE + 4) * 0x1_0000_0000 : Infinity;
+    // A program searching its path (ld.so, python, a shell) asks a small directory for many
+    // names it does not hold: its names, read once, answer those at once. A name it holds is
+    // then looked up alone: stat'ing every entry to answer one lookup would read inodes (on
+    // CernVM-FS, ask cvmfs2) for entries nobody asked about.
+    if (size <= this.t.listDirBytes || this.cache.peek(this.key('n', dir))?.kind === 'value') {
+      this.names(dir, (errno, l) => {
+        if (errno !== 0) return cb(errno, null);
+        if (l && !l.byName.has(name)) return cb(0, null);
+        this.lookupOne(dir, name, cb);
+      });
+      return;
+    }
     this.lookupOne(dir, name, cb);
+  }
+
+  /** The names of dir (a listing by name, Listing.nameOnly), kept apart from its full listing. */
+  private names(dir: string, cb: Answer<Listing | undefined>): void {
+    const nk = this.key('n', dir);
+    const kept = this.cache.get(nk);
+    if (kept?.kind === 'value') return cb(0, kept.value as Listing);
+    if (!this.first(nk, cb as Waiter)) return;
+    this.store.listNames(dir, (res, out) => {
+      if (res < 0 || !out) return this.finish(nk, this.failure(res < 0 ? res : -E.EIO, 'list', dir), undefined);
+      let listing: Listing | undefined;
+      try {
+        listing = decodeListAnswer(out)[0]?.listing;
+      } catch (err) {
+        this.log.error({ err, dir }, 'the store pool answered a listing that does not decode');
+      }
+      if (!listing) return this.finish(nk, E.EIO, undefined);
+      this.cache.setValue(nk, listing, listing.bytes);
+      this.finish(nk, 0, listing);
+    });
   }
 
   private lookupOne(dir: string, name: string, cb: Answer<EntryInfo | null>): void {

@@ -53,6 +53,9 @@ interface Job {
   retried: boolean;
 }
 
+/** OP_LIST's d2 bit for a listing by name (1 is the layer being bare). */
+const LIST_NAME_ONLY = 2;
+
 const live = new Set<StoreAccess>();
 let sweeper: NodeJS.Timeout | undefined;
 
@@ -151,6 +154,14 @@ export class StoreAccess {
   list(dir: string, prefetch: number, next: readonly string[], cb: StoreCallback): void {
     const s2 = next.length > 0 ? bytes(next.join('\n')) : undefined;
     this.start(NC.OP_LIST, 'list', `list ${dir || '/'}`, true, cb, { s0: bytes(dir), i1: prefetch, d2: this.bareFlag, ...(s2 ? { s2 } : {}) });
+  }
+
+  /**
+   * The directory's names, each with only its type and inode number (Listing.nameOnly): one
+   * getdents pass and no stat per entry, for lookups that need to know which names exist.
+   */
+  listNames(dir: string, cb: StoreCallback): void {
+    this.start(NC.OP_LIST, 'list', `list names ${dir || '/'}`, true, cb, { s0: bytes(dir), d2: this.bareFlag | LIST_NAME_ONLY });
   }
 
   /** The native calls' d2 for a lookup, stat or listing: 1 when the layer is bare. */

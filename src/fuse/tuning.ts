@@ -18,7 +18,7 @@ export interface LayerFsTuning {
   storeCallsPerLayer: number;
   /** A store call not answered in this long is answered EIO (CernVM-FS's own timeouts are minutes). */
   storeDeadlineMs: number;
-  /** A cold lookup lists the whole directory when it is no bigger than this (st_size, bytes). */
+  /** A cold lookup reads the directory's names when it is no bigger than this (st_size, bytes). */
   listDirBytes: number;
   /** Entries of subdirectories listed along with a directory, ahead of their own READDIR (0: none). */
   prefetchEntries: number;

@@ -3,8 +3,8 @@
 // server leaves a dead mount (ENOTCONN for everyone), as a crashed cvmfs2 does; a command makes
 // one path fail with a chosen errno at lookup, open or read, answer late, or not answer at all
 // until healed (a stalled cvmfs2 waiting for its proxy); and the store can be unmounted and
-// started again at the same place. It counts the listings and xattr requests it serves, each
-// one a request to cvmfs2 in production.
+// started again at the same place. It counts the listings, stats and xattr requests it serves,
+// each one a request to cvmfs2 in production.
 // The server is Debian's python3-fusepy (libfuse 2), not the project's FUSE code: it stands in
 // for the world around the layer server. Nothing of it is cached by the kernel (timeouts 0,
 // direct_io), so a fault shows at the next request.
@@ -72,6 +72,7 @@ class Store(Operations):
 
     @oserr
     def getattr(self, path, fh=None):
+        calls['getattr'] = calls.get('getattr', 0) + 1
         check(path, 'lookup')
         st = os.lstat(full(path))
         return {k: getattr(st, k) for k in ('st_mode', 'st_ino', 'st_nlink', 'st_uid', 'st_gid', 'st_size', 'st_rdev',
@@ -80,7 +81,12 @@ class Store(Operations):
     @oserr
     def readdir(self, path, fh):
         calls['readdir'] = calls.get('readdir', 0) + 1
-        return ['.', '..'] + os.listdir(full(path))
+        # Each name with its type and inode number, as cvmfs2 lists them (getdents' d_type).
+        out = ['.', '..']
+        with os.scandir(full(path)) as entries:
+            for e in entries:
+                out.append((e.name, {'st_mode': e.stat(follow_symlinks=False).st_mode & 0o170000, 'st_ino': e.inode()}, 0))
+        return out
 
     @oserr
     def listxattr(self, path):
@@ -193,7 +199,7 @@ export class FaultyStore {
   }
 
   /** How many requests of a kind the store has served so far. */
-  async calls(kind: 'listxattr' | 'getxattr' | 'readdir'): Promise<number> {
+  async calls(kind: 'listxattr' | 'getxattr' | 'readdir' | 'getattr'): Promise<number> {
     const line = await this.ask({ calls: kind });
     const n = /^ok (\d+)$/.exec(line);
     if (!n) throw new Error(`the faulty store answered ${line}`);

@@ -13,9 +13,9 @@ export const entry = (i: number): string => `entry-${String(i).padStart(4, '0')}
 
 /**
  * A layer whose root and whose directory D are both bigger than listDirBytes, so that the
- * server looks each name up in the store on its own (a small directory is listed whole, and
- * every lookup in it then waits for that one listing; a listed root would also bring D's
- * listing along). D/entry-NNNN holds NNNN bytes; data.txt holds WIDE_DATA.
+ * server looks each name up in the store on its own (the names of a small directory are read
+ * first, and every lookup in it then waits for that one listing). D/entry-NNNN holds NNNN
+ * bytes; data.txt holds WIDE_DATA.
  */
 export function writeWideLayer(dir: string): void {
   fs.mkdirSync(path.join(dir, 'D'), { recursive: true });
@@ -27,7 +27,7 @@ export function writeWideLayer(dir: string): void {
   for (const d of [dir, path.join(dir, 'D')]) {
     const size = fs.statSync(d).size;
     if (size <= DEFAULT_TUNING.listDirBytes) {
-      throw new Error(`${d} is ${size} bytes, not more than listDirBytes (${DEFAULT_TUNING.listDirBytes}): the server would list it instead of looking names up`);
+      throw new Error(`${d} is ${size} bytes, not more than listDirBytes (${DEFAULT_TUNING.listDirBytes}): the server would read its names before looking names up`);
     }
   }
 }
