@@ -32,6 +32,7 @@ faults = {}  # store path -> {op: errno}
 stalls = {}
 delays = {}  # (store path, op) -> seconds
 calls = {}  # request kind -> how many were served
+typed = [True]  # whether listings give each name's type (cvmfs2's do; some filesystems' do not)
 
 def stall_of(path, op):
     ev = stalls.get((path, op))
@@ -82,6 +83,8 @@ class Store(Operations):
     def readdir(self, path, fh):
         calls['readdir'] = calls.get('readdir', 0) + 1
         # Each name with its type and inode number, as cvmfs2 lists them (getdents' d_type).
+        if not typed[0]:
+            return ['.', '..'] + os.listdir(full(path))
         out = ['.', '..']
         with os.scandir(full(path)) as entries:
             for e in entries:
@@ -137,6 +140,8 @@ def commands():
         elif 'heal' in c:
             faults.pop(c['heal'], None)
             release(lambda p: p != c['heal'])
+        elif 'untyped' in c:
+            typed[0] = False
         elif 'calls' in c:
             sys.stdout.write('ok %d\n' % calls.get(c['calls'], 0)); sys.stdout.flush()
             continue
@@ -196,6 +201,11 @@ export class FaultyStore {
   /** Ends the faults, stalls and delays of p (the exact string given to them), or all of them; stalled requests go on. */
   heal(p = '*'): Promise<void> {
     return this.command({ heal: p });
+  }
+
+  /** From now on, listings give names without their types (DT_UNKNOWN), as some filesystems do. */
+  listWithoutTypes(): Promise<void> {
+    return this.command({ untyped: true });
   }
 
   /** How many requests of a kind the store has served so far. */

@@ -22,11 +22,13 @@ let mnt = '';
 
 before(async () => {
   root = tempRoot('lookup-by-name');
-  const bin = path.join(root, 'backing/layer/bin');
-  fs.mkdirSync(path.join(bin, 'sub'), { recursive: true });
-  for (let i = 0; i < FILES; i++) fs.writeFileSync(path.join(bin, `f${String(i).padStart(2, '0')}`), 'x'.repeat(i));
-  fs.writeFileSync(path.join(bin, '.wh.gone'), '');
-  fs.symlinkSync('f07', path.join(bin, 'link'));
+  for (const layer of ['layer', 'untyped']) {
+    const bin = path.join(root, 'backing', layer, 'bin');
+    fs.mkdirSync(path.join(bin, 'sub'), { recursive: true });
+    for (let i = 0; i < FILES; i++) fs.writeFileSync(path.join(bin, `f${String(i).padStart(2, '0')}`), 'x'.repeat(i));
+    fs.writeFileSync(path.join(bin, '.wh.gone'), '');
+    fs.symlinkSync('f07', path.join(bin, 'link'));
+  }
   const storeMnt = path.join(root, 'store');
   fs.mkdirSync(storeMnt);
   store = await FaultyStore.start(path.join(root, 'backing'), storeMnt);
@@ -91,4 +93,23 @@ test('a listing of the directory after lookups by name shows every entry with it
   assert.equal(sizes.get('sub')?.[0], 'd');
   assert.equal(sizes.get('link'), 'l 3');
   assert.equal(sizes.get('gone'), 'c 0');
+});
+
+test('a store that lists names without their types still answers lookups by name, stat by stat', async () => {
+  await store.listWithoutTypes();
+  const other = path.join(root, 'mnt-untyped');
+  await mounter.mount(path.join(root, 'store', 'untyped'), other);
+  try {
+    assert.equal((await statType(path.join(other, 'bin'))).code, 0);
+    const getattr0 = await store.calls('getattr');
+    assert.equal((await statType(path.join(other, 'bin/missing'))).code, 1);
+    const getattrs = (await store.calls('getattr')) - getattr0;
+    assert.ok(getattrs >= FILES, `with no type in the listing, each entry was stat'ed (${getattrs} stats)`);
+    assert.deepEqual(await statType(path.join(other, 'bin/f07')), { code: 0, out: 'regular file 7' });
+    assert.deepEqual(await statType(path.join(other, 'bin/gone')), { code: 0, out: 'character special file 0' });
+    assert.equal((await statType(path.join(other, 'bin/.wh.gone'))).code, 1);
+    assert.match((await statType(path.join(other, 'bin/sub'))).out, /^directory /);
+  } finally {
+    await mounter.unmount(other);
+  }
 });
