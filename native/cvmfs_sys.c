@@ -258,7 +258,6 @@ static int is_hidden_xattr(const char *n) {
 #define FLAG_XATTR_ERROR 4
 #define FLAG_WHITEOUT 8
 #define FLAG_NOT_OPAQUE 16  // a directory known to hold no opaque marker
-#define FLAG_NAME_ONLY 32   // listed by name: only the type and inode number, from getdents, no stat
 
 typedef struct {
   char list[XATTR_LIST_MAX];
@@ -378,7 +377,6 @@ static void put_name_record(obuf_t *b, const char *name, uint64_t ino, unsigned 
   h = b->p + start;
   put_u32(h, (uint32_t)(b->len - start));
   put_u16(h + 8, (uint16_t)nl);
-  h[10] = FLAG_NAME_ONLY;
 }
 
 // Names collected while listing (subdirectories to prefetch), relative to the requested directory.

@@ -153,22 +153,26 @@ export class LayerFs {
     // names it does not hold: its names, read once, answer those at once. A name it holds is
     // then looked up alone: stat'ing every entry to answer one lookup would read inodes (on
     // CernVM-FS, ask cvmfs2) for entries nobody asked about.
-    if (size <= this.t.listDirBytes || this.cache.peek(this.key('n', dir))?.kind === 'value') {
-      this.names(dir, (errno, l) => {
-        if (errno !== 0) return cb(errno, null);
-        if (l && !l.byName.has(name)) return cb(0, null);
-        this.lookupOne(dir, name, cb);
-      });
-      return;
+    const nk = this.key('n', dir);
+    const names = this.cache.get(nk);
+    if (names?.kind === 'value') return this.fromNames(names.value as Listing, dir, name, cb);
+    if (size <= this.t.listDirBytes) {
+      return this.names(dir, nk, (errno, l) => (errno !== 0 || !l ? cb(errno || E.EIO, null) : this.fromNames(l, dir, name, cb)));
     }
     this.lookupOne(dir, name, cb);
   }
 
-  /** The names of dir (a listing by name, Listing.nameOnly), kept apart from its full listing. */
-  private names(dir: string, cb: Answer<Listing | undefined>): void {
-    const nk = this.key('n', dir);
-    const kept = this.cache.get(nk);
-    if (kept?.kind === 'value') return cb(0, kept.value as Listing);
+  /** A name dir's names lack is not there; one they hold is looked up alone. */
+  private fromNames(names: Listing, dir: string, name: string, cb: Answer<EntryInfo | null>): void {
+    if (!names.byName.has(name)) return cb(0, null);
+    this.lookupOne(dir, name, cb);
+  }
+
+  /**
+   * Lists dir by name (StoreAccess.listNames) into key nk, apart from its full listing ('d'):
+   * its entries have no attributes, so it only ever answers which names exist.
+   */
+  private names(dir: string, nk: string, cb: Answer<Listing | undefined>): void {
     if (!this.first(nk, cb as Waiter)) return;
     this.store.listNames(dir, (res, out) => {
       if (res < 0 || !out) return this.finish(nk, this.failure(res < 0 ? res : -E.EIO, 'list', dir), undefined);

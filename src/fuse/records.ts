@@ -7,7 +7,7 @@ import { ATTR_SIZE, Attr } from './kernel/protocol.js';
 import { classifyName } from './whiteout.js';
 
 /** Record flags set by the native side. */
-export const RecordFlag = { OPAQUE: 1, XATTR_ERROR: 4, WHITEOUT: 8, NOT_OPAQUE: 16, NAME_ONLY: 32 } as const;
+export const RecordFlag = { OPAQUE: 1, XATTR_ERROR: 4, WHITEOUT: 8, NOT_OPAQUE: 16 } as const;
 /** A value too big to come along with its entry: asked for by name when wanted. */
 const VALUE_LATER = 0xffffffff;
 const REC_HEAD = 16;
@@ -143,11 +143,6 @@ export interface Listing {
   readonly errors: ReadonlyMap<number, number>;
   /** What this listing costs the cache, roughly, in bytes. */
   readonly bytes: number;
-  /**
-   * Listed by name (StoreAccess.listNames): entries have only their type and inode number, no
-   * stat and no xattrs. Which names exist, for lookups; never shown to the kernel.
-   */
-  readonly nameOnly: boolean;
 }
 
 /** The entry at index i of a listing; it shares the listing's attributes (no copy). */
@@ -224,11 +219,9 @@ export function decodeListing(buf: Buffer, from: number, count: number): { listi
   const byName = new Map<string, number>();
   let markers: { target: string; at: number }[] | undefined;
   let opaqueMarker = false;
-  let nameOnly = false;
   let at = selfRec.next;
   for (let i = 0; i < count; i++) {
     const recLen = checkRecord(buf, at);
-    if (buf.readUInt8(at + 10) & RecordFlag.NAME_ONLY) nameOnly = true;
     const nameLen = buf.readUInt16LE(at + 8);
     const err = buf.readInt32LE(at + 4);
     const nameAt = at + REC_HEAD + ATTR_SIZE;
@@ -285,7 +278,7 @@ export function decodeListing(buf: Buffer, from: number, count: number): { listi
     }
   }
   // The marker seen in the listing settles whether the directory is opaque.
-  return { listing: { self: { ...self, opaque: opaqueMarker }, names, attrs, flags, xattrs, byName, errors, bytes, nameOnly }, next: at };
+  return { listing: { self: { ...self, opaque: opaqueMarker }, names, attrs, flags, xattrs, byName, errors, bytes }, next: at };
 }
 
 export function isDirAttr(a: Buffer, at = 0): boolean {

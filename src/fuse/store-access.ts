@@ -157,8 +157,8 @@ export class StoreAccess {
   }
 
   /**
-   * The directory's names, each with only its type and inode number (Listing.nameOnly): one
-   * getdents pass and no stat per entry, for lookups that need to know which names exist.
+   * The directory's names, each with only its type and inode number (no stat, no xattrs): one
+   * getdents pass, for lookups that need to know which names exist. Never for the kernel.
    */
   listNames(dir: string, cb: StoreCallback): void {
     this.start(NC.OP_LIST, 'list', `list names ${dir || '/'}`, true, cb, { s0: bytes(dir), d2: this.bareFlag | LIST_NAME_ONLY });

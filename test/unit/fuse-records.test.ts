@@ -90,16 +90,6 @@ test('a listing shows whiteouts under their own names, after the real entries, a
   assert.equal(attrIno(b.buf, b.at), 42);
 });
 
-test('a listing by name is marked so, whiteouts included; a full listing is not', () => {
-  const NAME_ONLY = RecordFlag.NAME_ONLY;
-  const byName = only(answer(block('', dir(''), [file('a', { flags: NAME_ONLY }), file('.wh.b', { flags: NAME_ONLY }), file('.wh..wh..opq', { flags: NAME_ONLY })])));
-  assert.deepEqual(byName.names, ['a', 'b']);
-  assert.equal(byName.nameOnly, true);
-  assert.equal(byName.self.opaque, true);
-  assert.equal(only(answer(block('', dir(''), [file('.wh.b', { flags: NAME_ONLY })]))).nameOnly, true, 'a directory of whiteouts alone, listed by name');
-  assert.equal(only(answer(block('', dir(''), [file('a'), file('.wh.b')]))).nameOnly, false);
-});
-
 test('a real entry wins over a whiteout of the same name in the same layer', () => {
   const l = only(answer(block('', dir(''), [file('.wh.x'), file('x')])));
   assert.deepEqual(l.names, ['x']);

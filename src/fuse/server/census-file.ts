@@ -22,11 +22,12 @@ export const MAX_REMEMBERED = 20_000;
 const SAVE_DELAY_MS = 2000;
 const FORMAT = 1;
 
-/** The entries of the file's text that are layer directories of store, or a reason it is not usable. */
+/** What a layer directory of store starts with. */
 function prefixOf(store: string): string {
   return store.endsWith('/') ? store : `${store}/`;
 }
 
+/** The entries of the file's text that are layer directories of store, or a reason it is not usable. */
 export function parseCensusFile(text: string, store: string): { entries: [string, LastingVerdict][]; ignored: number } | { error: string } {
   let doc: unknown;
   try {
