@@ -107,11 +107,35 @@ static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 static int have_openat2 = -1;
 
+// A path the kernel takes in one call is shorter than PATH_MAX; a layer's tree may go deeper
+// (a tar names any depth). Longer paths are resolved this many bytes at a time at most.
+#define PATH_STEP 4000
+
+static int open_beneath_short(int dirfd, const char *p, int flags, uint64_t extra_resolve);
+
 // Opens path (relative, "" meaning the directory itself) beneath dirfd without following any
 // symlink, magic link or "..". Where openat2 is missing, walks one component at a time with
-// O_NOFOLLOW. Returns a descriptor or -errno.
+// O_NOFOLLOW. A path of PATH_MAX or more is opened a part at a time, each part beneath the
+// directory the one before it opened. Returns a descriptor or -errno.
 static int open_beneath(int dirfd, const char *path, int flags, uint64_t extra_resolve) {
   const char *p = (path && *path) ? path : ".";
+  size_t n = strlen(p);
+  if (n < PATH_STEP) return open_beneath_short(dirfd, p, flags, extra_resolve);
+  // The directories of the first PATH_STEP bytes (up to the last '/' in them), then the rest.
+  const char *cut = p + PATH_STEP;
+  while (cut > p && *cut != '/') cut--;
+  if (cut == p) return -ENAMETOOLONG;  // no component is longer than NAME_MAX: not a real path
+  char *head = strndup(p, (size_t)(cut - p));
+  if (!head) return -ENOMEM;
+  int d = open_beneath_short(dirfd, head, O_PATH | O_DIRECTORY, extra_resolve);
+  free(head);
+  if (d < 0) return d;
+  int fd = open_beneath(d, cut + 1, flags, extra_resolve);
+  close(d);
+  return fd;
+}
+
+static int open_beneath_short(int dirfd, const char *p, int flags, uint64_t extra_resolve) {
   if (have_openat2 != 0) {
     struct open_how how;
     memset(&how, 0, sizeof how);
@@ -414,6 +438,8 @@ static void names_add(names_t *l, const char *prefix, const char *name) {
 // are recorded from getdents alone (put_name_record), unless it gives no type; the directory's
 // own record has no xattrs, and no subdirectory is collected.
 static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *rel, int bare, int names_only, scratch_t *t, names_t *subs, size_t *listed, size_t limit) {
+  // The block names its directory with a u16 length.
+  if (strlen(rel) > 0xffff) return -ENAMETOOLONG;
   int dfd = open_beneath(rootfd, path, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
   if (dfd < 0) return enoent_or_stale(rootfd, dfd);
   size_t start = b->len;
@@ -635,6 +661,7 @@ static void run_job(job_t *j) {
         uint32_t n = 0;
         for (size_t q = frontier_from; q < subs.n && n < 256 && !b.oom; q++) {
           size_t l = strlen(subs.v[q]);
+          if (l > 0xffff) continue;  // not sayable in a u16: left for a request of its own
           uint8_t *p = ob_reserve(&b, 2 + l);
           if (!p) break;
           put_u16(p, (uint16_t)l);
