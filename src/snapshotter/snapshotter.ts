@@ -6,13 +6,14 @@
 // renamed back out when the transaction fails (SQLite gives a rolled-back id out again, so a
 // directory left under it would meet the next snapshot); deletions happen after the commit, so a
 // crash leaves at worst an orphan directory, which startup and Cleanup remove.
-import { mkdir, rm, readdir, chmod, lchown, stat } from 'node:fs/promises';
+import { mkdir, readdir, chmod, lchown, stat } from 'node:fs/promises';
 import { renameSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { AlreadyExists, errnoCode, FailedPrecondition, InvalidArgument, NotFound, quote, ResourceExhausted } from '../errors.js';
 import type { Logger } from '../log.js';
 import { diskUsage } from '../sys/du.js';
+import { removeTree } from '../sys/remove-tree.js';
 import { LAYER_DIGEST_LABEL, REMOTE_LABEL, validateLabels } from './labels.js';
 import { MetaStore } from './metastore.js';
 import { mounts } from './mounts.js';
@@ -350,7 +351,7 @@ export class Snapshotter {
   /** Removes a temporary directory if it is still there (not renamed into place) and forgets it. */
   private async discard(tmp: string): Promise<void> {
     try {
-      await rm(tmp, { recursive: true, force: true });
+      await removeTree(tmp);
     } finally {
       this.making.delete(basename(tmp));
     }
@@ -481,7 +482,7 @@ export class Snapshotter {
 
   private async removeDir(dir: string): Promise<void> {
     try {
-      await rm(dir, { recursive: true, force: true });
+      await removeTree(dir);
     } catch (err) {
       // Not fatal: the record is gone, so Cleanup or the next start removes the directory.
       this.log.warn({ dir, err }, 'could not remove a snapshot directory');

@@ -3,6 +3,8 @@
 // of number as an overlayfs one.
 import { lstat, opendir } from 'node:fs/promises';
 import path from 'node:path';
+import { errnoCode } from '../errors.js';
+import { exec } from './exec.js';
 
 export interface DiskUsage {
   /** Bytes allocated on disk (st_blocks * 512), summed over distinct inodes. */
@@ -18,6 +20,15 @@ export interface DiskUsage {
 const STAT_BATCH = 64;
 
 export async function diskUsage(root: string): Promise<DiskUsage> {
+  try {
+    return await walk(root);
+  } catch (err) {
+    if (errnoCode(err) !== 'ENAMETOOLONG') throw err;
+  }
+  return duUsage(root);
+}
+
+async function walk(root: string): Promise<DiskUsage> {
   const seen = new Set<string>();
   const total: DiskUsage = { size: 0, apparentSize: 0, inodes: 0 };
   const pending: string[] = [root];
@@ -45,4 +56,18 @@ export async function diskUsage(root: string): Promise<DiskUsage> {
     }
   }
   return total;
+}
+
+/**
+ * The same three numbers from GNU du, for a tree deeper than a path can name (PATH_MAX): du walks
+ * by descriptors. Like the walk, it counts each inode once and follows no symlink.
+ */
+export async function duUsage(root: string): Promise<DiskUsage> {
+  const du = async (flag: string): Promise<number> => {
+    const r = await exec('du', ['--summarize', flag, '--', root]);
+    const v = /^(\d+)\t/.exec(r.stdout);
+    if (r.code !== 0 || !v) throw new Error(`du ${flag} ${root} (deeper than PATH_MAX) failed: ${r.signal ?? `exit ${String(r.code)}`}: ${r.stderr.trim()}`);
+    return Number(v[1]);
+  };
+  return { size: await du('--block-size=1'), apparentSize: await du('--bytes'), inodes: await du('--inodes') };
 }

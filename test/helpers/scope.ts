@@ -1,8 +1,9 @@
 // One private temp directory per test file, the cleanups registered against it, and the final
 // check that nothing we started is left behind: no mount and no process under the directory.
-import { mkdtemp, mkdir, rm } from 'node:fs/promises';
+import { mkdtemp, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { removeTree } from '../../src/sys/remove-tree.js';
 import { describeMount, unmountAllUnder } from './mounts.js';
 import { describeProcess, killPid, processesMentioning } from './processes.js';
 
@@ -59,7 +60,7 @@ export class Scope {
     try {
       const leaked = await unmountAllUnder(this.dir);
       if (leaked.length > 0) problems.push(`mounts leaked under ${this.dir} (now unmounted): ${leaked.map(describeMount).join('; ')}`);
-      await rm(this.dir, { recursive: true, force: true, maxRetries: 3 });
+      await removeTree(this.dir);
     } catch (err) {
       problems.push(`removing ${this.dir}: ${err instanceof Error ? err.message : String(err)}`);
     }

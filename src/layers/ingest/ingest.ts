@@ -14,6 +14,7 @@ import { placeLayer, unpackLayer } from './extract.js';
 import { DiskFull, diskFullCode, Interrupted, layerText, type LayerLabel } from './faults.js';
 import { parseManifest, type Descriptor, type ImageManifest } from './manifest.js';
 import { recordManifest } from './metadata.js';
+import { removeTree } from '../../sys/remove-tree.js';
 import { Staging } from './staging.js';
 import { DEFAULT_PLATFORM, formatPlatform, selectManifest, type Platform } from './platform.js';
 import { formatImageReference, parseImageReference, type ImageReference } from './reference.js';
@@ -268,7 +269,7 @@ async function fetchAndUnpack(job: LayerJob): Promise<LayerResult> {
     throw err;
   } finally {
     await rm(blobFile, { force: true });
-    await rm(stagedDir, { recursive: true, force: true });
+    await removeTree(stagedDir);
   }
 }
 

@@ -8,10 +8,11 @@
 // not keep a dead run's leftovers alive, and a run that is still going is never touched.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, rm, rmdir } from 'node:fs/promises';
+import { mkdir, readdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { removeTree } from '../../sys/remove-tree.js';
 import type { LayerStore } from '../store.js';
 
 export const STAGING_DIR = '.ingest';
@@ -73,7 +74,7 @@ export class Staging {
     for (const name of await readdir(base)) {
       if (name === path.basename(dir) || runIsAlive(name)) continue;
       log?.info({ dir: path.join(base, name) }, 'removing what an earlier ingest run left behind');
-      await rm(path.join(base, name), { recursive: true, force: true });
+      await removeTree(path.join(base, name));
     }
     return new Staging(dir, base, store, createdRoot);
   }
@@ -84,7 +85,7 @@ export class Staging {
 
   /** Removes this run's directory, and the staging area and the store's root when they are empty. */
   async close(): Promise<void> {
-    await rm(this.dir, { recursive: true, force: true });
+    await removeTree(this.dir);
     await removeIfEmpty(this.base);
     if (this.createdRoot === undefined) return;
     // The store did not exist before this run: take away what stayed empty, up to where mkdir began.
