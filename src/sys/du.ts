@@ -1,6 +1,7 @@
 // A du-like walk for Usage. It never follows symlinks (lstat only) and counts each inode once,
 // the way containerd's continuity fs.DiskUsage does, so a remote snapshot reports the same kind
 // of number as an overlayfs one.
+import { existsSync } from 'node:fs';
 import { lstat, opendir } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
@@ -66,7 +67,11 @@ export async function duUsage(root: string): Promise<DiskUsage> {
   const du = async (flag: string): Promise<number> => {
     const r = await exec('du', ['--summarize', flag, '--', root]);
     const v = /^(\d+)\t/.exec(r.stdout);
-    if (r.code !== 0 || !v) throw new Error(`du ${flag} ${root} (deeper than PATH_MAX) failed: ${r.signal ?? `exit ${String(r.code)}`}: ${r.stderr.trim()}`);
+    if (r.code !== 0 || !v) {
+      const err = new Error(`du ${flag} ${root} (deeper than PATH_MAX) failed: ${r.signal ?? `exit ${String(r.code)}`}: ${r.stderr.trim()}`);
+      // Removed meanwhile (a Remove racing the Usage): ENOENT, as the walk would say.
+      throw existsSync(root) ? err : Object.assign(err, { code: 'ENOENT' });
+    }
     return Number(v[1]);
   };
   return { size: await du('--block-size=1'), apparentSize: await du('--bytes'), inodes: await du('--inodes') };

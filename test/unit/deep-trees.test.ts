@@ -33,7 +33,7 @@ test('removeTree removes a tree deeper than PATH_MAX, which fs.rm alone cannot',
   });
 });
 
-test('diskUsage of a tree deeper than PATH_MAX counts every inode; its du fallback counts as the walk does', async () => {
+test('diskUsage of a tree deeper than PATH_MAX counts every inode; its du fallback counts as the walk does, and a missing tree is ENOENT', async () => {
   await withDir(async (dir) => {
     const deep = join(dir, 'deep');
     await mkdir(deep);
@@ -48,6 +48,8 @@ test('diskUsage of a tree deeper than PATH_MAX counts every inode; its du fallba
     await link(join(shallow, 'a', 'f'), join(shallow, 'a', 'b', 'hard'));
     await symlink('/etc', join(shallow, 'a', 'to-etc'));
     assert.deepEqual(await duUsage(shallow), await diskUsage(shallow));
+    // A tree removed meanwhile (Remove racing Usage) is ENOENT, which Usage turns into NotFound.
+    await assert.rejects(duUsage(join(dir, 'gone')), (err: NodeJS.ErrnoException) => err.code === 'ENOENT');
   });
 });
 
