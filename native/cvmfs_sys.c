@@ -438,12 +438,11 @@ static void names_add(names_t *l, const char *prefix, const char *name) {
 // are recorded from getdents alone (put_name_record), unless it gives no type; the directory's
 // own record has no xattrs, and no subdirectory is collected.
 static int64_t list_block(obuf_t *b, int rootfd, const char *path, const char *rel, int bare, int names_only, scratch_t *t, names_t *subs, size_t *listed, size_t limit) {
-  // The block names its directory with a u16 length.
-  if (strlen(rel) > 0xffff) return -ENAMETOOLONG;
+  size_t rl = strlen(rel);
+  if (rl > 0xffff) return -ENAMETOOLONG;  // the block names its directory with a u16 length
   int dfd = open_beneath(rootfd, path, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
   if (dfd < 0) return enoent_or_stale(rootfd, dfd);
   size_t start = b->len;
-  size_t rl = strlen(rel);
   size_t padded = (rl + 7) & ~(size_t)7;
   uint8_t *h = ob_reserve(b, 12 + 4 + padded);
   if (!h) {

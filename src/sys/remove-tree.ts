@@ -7,10 +7,13 @@ import { rm } from 'node:fs/promises';
 import { errnoCode } from '../errors.js';
 import { exec } from './exec.js';
 
-/** Removes dir and everything below it; nothing to remove is not an error. */
-export async function removeTree(dir: string): Promise<void> {
+/**
+ * Removes dir and everything below it; nothing to remove is not an error. retries: fs.rm's
+ * maxRetries (EBUSY, ENOTEMPTY and the like, 100 ms more wait each time); none by default.
+ */
+export async function removeTree(dir: string, retries = 0): Promise<void> {
   try {
-    await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    await rm(dir, { recursive: true, force: true, maxRetries: retries });
     return;
   } catch (err) {
     if (errnoCode(err) !== 'ENAMETOOLONG') throw err;

@@ -3,13 +3,10 @@
 // everything by its full path, and so cannot).
 import { execOk } from '../../src/sys/exec.js';
 
+/** The bottom directory holds a file, bottom-file, and a symlink to it, bottom-link. */
 export interface DeepTree {
   /** The components from the top down, each DEEP_COMPONENT_BYTES long. */
   readonly components: readonly string[];
-  /** What the bottom directory holds: a file and a symlink to it. */
-  readonly file: string;
-  readonly content: string;
-  readonly link: string;
 }
 
 export const DEEP_COMPONENT_BYTES = 250;
@@ -29,11 +26,10 @@ os.symlink('bottom-file', 'bottom-link')
 print('\n'.join(names))
 `;
 
-/** Makes, under top (which exists), a chain of depth directories with a file and a symlink at the bottom. */
+/** Makes, under top (which exists), a chain of depth directories with bottom-file and bottom-link at the bottom. */
 export async function makeDeepTree(top: string, depth: number): Promise<DeepTree> {
-  const content = `the bottom of a tree ${depth} directories deep\n`;
-  const r = await execOk('/usr/bin/python3', ['-c', MAKE, top, String(depth), content]);
-  return { components: r.stdout.trim().split('\n'), file: 'bottom-file', content, link: 'bottom-link' };
+  const r = await execOk('/usr/bin/python3', ['-c', MAKE, top, String(depth), `the bottom of a tree ${depth} directories deep\n`]);
+  return { components: r.stdout.trim().split('\n') };
 }
 
 const READ = String.raw`

@@ -60,7 +60,7 @@ export class Scope {
     try {
       const leaked = await unmountAllUnder(this.dir);
       if (leaked.length > 0) problems.push(`mounts leaked under ${this.dir} (now unmounted): ${leaked.map(describeMount).join('; ')}`);
-      await removeTree(this.dir);
+      await removeTree(this.dir, 3);
     } catch (err) {
       problems.push(`removing ${this.dir}: ${err instanceof Error ? err.message : String(err)}`);
     }
